@@ -1,0 +1,416 @@
+"""Pyramid Vision Transformer v1 / v2 on one code path, switched by `PvtConfig`.
+
+Shipped as remote code next to saved models: relative imports only, torch and transformers only.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_pvt import PvtConfig
+
+
+MIN_INPUT_SIZE = 32
+LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
+
+
+def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) -> (B, C, H, W) as a view: the result is channels-last in memory, which convs take without a copy."""
+    return tokens.unflatten(1, (height, width)).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    return feature_map.flatten(2).transpose(1, 2)
+
+
+class PvtPatchEmbed(nn.Module):
+    """Strided conv + LayerNorm. v1: kernel = stride = P. v2 (OPE): kernel 2S-1, padding S-1, so windows overlap."""
+
+    def __init__(self, config: PvtConfig, in_channels: int, stage: int):
+        super().__init__()
+        stride = config.patch_sizes[stage]
+        kernel, padding = (2 * stride - 1, stride - 1) if config.overlapping_patch_embed else (stride, 0)
+        self.proj = nn.Conv2d(in_channels, config.hidden_sizes[stage], kernel, stride=stride, padding=padding)
+        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps)
+
+    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        feature_map = self.proj(feature_map)
+        height, width = feature_map.shape[-2:]
+        return self.norm(map_to_tokens(feature_map)), height, width
+
+
+class PvtPositionEmbedding(nn.Module):
+    """v1's learned absolute position embedding, sized for `config.image_size` and bilinearly interpolated to the
+    actual grid (v1 paper, Sec. 5.2). With a class token, the table's first row is the class token's."""
+
+    def __init__(self, config: PvtConfig, stage: int, with_cls_token: bool):
+        super().__init__()
+        stride = math.prod(config.patch_sizes[: stage + 1])
+        self.grid_size = config.image_size // stride
+        self.num_prefix_tokens = int(with_cls_token)
+        num_positions = self.grid_size**2 + self.num_prefix_tokens
+        self.table = nn.Parameter(torch.zeros(1, num_positions, config.hidden_sizes[stage]))
+
+    def forward(self, height: int, width: int, with_cls_token: bool) -> torch.Tensor:
+        """Embeddings for a height x width grid, shape (1, [1 +] height * width, C), the class token's row first."""
+        table = self.table[:, self.num_prefix_tokens :]
+        if (height, width) != (self.grid_size, self.grid_size) or torch.compiler.is_exporting():
+            grid = tokens_to_map(table, self.grid_size, self.grid_size)
+            table = map_to_tokens(F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False))
+        return torch.cat([self.table[:, :1], table], dim=1) if with_cls_token else table
+
+
+class PvtAttention(nn.Module):
+    """Spatial-reduction attention (SRA, v1) and linear SRA (v2 -li): keys and values come from a reduced map.
+
+    q and the fused kv are separate projections because the keys/values read a different (reduced) sequence.
+    """
+
+    def __init__(self, config: PvtConfig, stage: int):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage]
+        self.num_heads = config.num_attention_heads[stage]
+        self.config = config
+        self.query = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.key_value = nn.Linear(hidden_size, 2 * hidden_size, bias=config.qkv_bias)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.linear_sra = config.linear_sra
+        self.sr_ratio = 1 if config.linear_sra else config.sr_ratios[stage]
+        if config.linear_sra:
+            self.pool = nn.AdaptiveAvgPool2d(LINEAR_SRA_POOL_SIZE)
+            self.spatial_reduction = nn.Conv2d(hidden_size, hidden_size, kernel_size=1)
+            self.act = nn.GELU()
+        elif self.sr_ratio > 1:
+            self.spatial_reduction = nn.Conv2d(hidden_size, hidden_size, self.sr_ratio, stride=self.sr_ratio)
+        if config.linear_sra or self.sr_ratio > 1:
+            self.reduction_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+
+    def reduce(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The sequence keys and values are computed from."""
+        if self.linear_sra:
+            reduced = self.spatial_reduction(self.pool(tokens_to_map(tokens, height, width)))
+            return self.act(self.reduction_norm(map_to_tokens(reduced)))
+        if self.sr_ratio > 1:
+            reduced = self.spatial_reduction(tokens_to_map(tokens, height, width))
+            return self.reduction_norm(map_to_tokens(reduced))
+        return tokens
+
+    def forward(
+        self, tokens: torch.Tensor, height: int, width: int, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, hidden_size = tokens.shape
+        head_dim = hidden_size // self.num_heads
+        query = self.query(tokens).view(batch_size, seq_len, self.num_heads, head_dim).transpose(1, 2)
+        key, value = (
+            self.key_value(self.reduce(tokens, height, width))
+            .unflatten(-1, (2, self.num_heads, head_dim))
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
+        dropout = self.attention_dropout if self.training else 0.0
+        if output_attentions or self.config._attn_implementation == "eager":
+            scores = (query * head_dim**-0.5) @ key.transpose(-1, -2)
+            probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+            context = F.dropout(probs, p=dropout, training=self.training) @ value
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+        context = context.transpose(1, 2).reshape(batch_size, seq_len, hidden_size)
+        return self.proj_dropout(self.proj(context)), probs
+
+
+class PvtMlp(nn.Module):
+    """fc1 -> [ReLU (linear SRA)] -> [3x3 depth-wise conv (CFFN)] -> GELU -> fc2."""
+
+    def __init__(self, config: PvtConfig, stage: int):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage]
+        inner_size = int(hidden_size * config.mlp_ratios[stage])
+        self.fc1 = nn.Linear(hidden_size, inner_size)
+        self.relu = nn.ReLU() if config.linear_sra else None
+        self.dwconv = nn.Conv2d(inner_size, inner_size, 3, padding=1, groups=inner_size) if config.conv_ffn else None
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(inner_size, hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        hidden = self.fc1(tokens)
+        if self.relu is not None:
+            hidden = self.relu(hidden)
+        if self.dwconv is not None:
+            hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
+        hidden = self.dropout(self.act(hidden))
+        return self.dropout(self.fc2(hidden))
+
+
+def drop_path(hidden: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop the residual branch per sample."""
+    if drop_prob == 0.0 or not training:
+        return hidden
+    keep = hidden.new_empty((hidden.shape[0],) + (1,) * (hidden.ndim - 1)).bernoulli_(1 - drop_prob)
+    return hidden * keep / (1 - drop_prob)
+
+
+class PvtBlock(GradientCheckpointingLayer):
+    """Pre-norm Transformer encoder block with (linear) SRA."""
+
+    def __init__(self, config: PvtConfig, stage: int, drop_path_rate: float):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage]
+        self.norm1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attention = PvtAttention(config, stage)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = PvtMlp(config, stage)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, tokens: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        attended, probs = self.attention(self.norm1(tokens), height, width, output_attentions)
+        tokens = tokens + drop_path(attended, self.drop_path_rate, self.training)
+        tokens = tokens + drop_path(self.mlp(self.norm2(tokens), height, width), self.drop_path_rate, self.training)
+        return tokens, probs
+
+
+class PvtStage(nn.Module):
+    """Patch embedding [+ position embedding] -> blocks [-> LayerNorm (v2)]."""
+
+    def __init__(self, config: PvtConfig, stage: int, drop_path_rates: list[float]):
+        super().__init__()
+        in_channels = config.num_channels if stage == 0 else config.hidden_sizes[stage - 1]
+        self.patch_embed = PvtPatchEmbed(config, in_channels, stage)
+        with_cls_token = config.pooling == "cls" and stage == len(config.depths) - 1
+        self.position_embedding = (
+            PvtPositionEmbedding(config, stage, with_cls_token) if config.absolute_pos_embed else None
+        )
+        self.pos_dropout = nn.Dropout(config.hidden_dropout_prob) if config.absolute_pos_embed else None
+        self.blocks = nn.ModuleList(PvtBlock(config, stage, rate) for rate in drop_path_rates)
+        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps) if config.stage_norms else None
+
+    def forward(self, feature_map, cls_token=None, output_attentions=False):
+        """Returns the stage's tokens (class token first, if given), the grid size and the attention maps."""
+        tokens, height, width = self.patch_embed(feature_map)
+        if cls_token is not None:
+            tokens = torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        if self.position_embedding is not None:
+            tokens = self.pos_dropout(tokens + self.position_embedding(height, width, cls_token is not None))
+        attentions = ()
+        for block in self.blocks:
+            tokens, probs = block(tokens, height, width, output_attentions)
+            attentions += (probs,) if output_attentions else ()
+        if self.norm is not None:
+            tokens = self.norm(tokens)
+        return tokens, height, width, attentions
+
+
+class PvtEncoder(nn.Module):
+    def __init__(self, config: PvtConfig):
+        super().__init__()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        starts = [sum(config.depths[:i]) for i in range(len(config.depths))]
+        self.stages = nn.ModuleList(
+            PvtStage(config, i, rates[start : start + depth]) for i, (start, depth) in enumerate(zip(starts, config.depths))
+        )
+        self.num_channels = config.num_channels
+
+    def forward(self, pixel_values, cls_token=None, output_attentions=False):
+        """Runs all stages. Returns the last stage's tokens (class token first, if given), its grid size, the
+        per-stage feature maps (B, C_i, H_i, W_i) and the attention maps."""
+        check_pixel_values(pixel_values, self.num_channels)
+        feature_map, feature_maps, attentions = pixel_values, (), ()
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            tokens, height, width, stage_attentions = stage(
+                feature_map, cls_token if i == last else None, output_attentions
+            )
+            feature_map = tokens_to_map(tokens[:, tokens.shape[1] - height * width :], height, width)
+            feature_maps += (feature_map,)
+            attentions += stage_attentions
+        return tokens, height, width, feature_maps, attentions
+
+
+def check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must be a 4-D tensor (batch, {num_channels}, height, width), got {shape}")
+    _, channels, height, width = pixel_values.shape
+    if channels != num_channels:
+        raise ValueError(
+            f"pixel_values must have shape (batch, {num_channels}, height, width) but has {channels} channels: "
+            f"got {tuple(pixel_values.shape)}"
+        )
+    if height < MIN_INPUT_SIZE or width < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"pixel_values must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels (batch, {num_channels}, "
+            f">={MIN_INPUT_SIZE}, >={MIN_INPUT_SIZE}), got {tuple(pixel_values.shape)}"
+        )
+
+
+class PvtPreTrainedModel(PreTrainedModel):
+    config_class = PvtConfig
+    base_model_prefix = "pvt"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["PvtBlock"]
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        # Zero-copy safetensors loading can leave tensors at unaligned addresses, where CPU BLAS takes other kernels:
+        # realign them so a reloaded model computes bit-identically to the saved one (and at full speed).
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # One saved folder serves every Auto class of the family, e.g. AutoBackbone on a classification checkpoint.
+        self.config.auto_map = {
+            "AutoModel": "modeling_pvt.PvtModel",
+            "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+            "AutoBackbone": "modeling_pvt.PvtBackbone",
+            **(getattr(self.config, "auto_map", None) or {}),
+        }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """As the official code: trunc-normal(0.02) Linear, zero bias, LayerNorm 1/0, trunc-normal position
+        embeddings and class token; convs normal(0, sqrt(2 / fan_out)) in v2, PyTorch's default in v1."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            if self.config.stage_norms:
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+                init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+            else:
+                fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+                if module.bias is not None:
+                    init.uniform_(module.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, PvtPositionEmbedding):
+            init.trunc_normal_(module.table, std=std)
+        elif isinstance(module, PvtModel) and module.cls_token is not None:
+            init.trunc_normal_(module.cls_token, std=std)
+
+
+class PvtModel(PvtPreTrainedModel):
+    """PVT trunk for image-level tasks: v1 with its class token and final LayerNorm, v2 with mean pooling.
+
+    `last_hidden_state` is the final (normed) feature map (B, C, H/32, W/32); `pooler_output` is the class token (v1)
+    or the mean of the last stage's tokens (v2); `hidden_states` are the four stage maps."""
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_sizes[-1])) if config.pooling == "cls" else None
+        self.norm = None if config.stage_norms else nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithPooling:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        tokens, height, width, feature_maps, attentions = self.encoder(pixel_values, self.cls_token, output_attentions)
+        if self.norm is not None:
+            tokens = self.norm(tokens)
+        pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
+        last_hidden_state = tokens_to_map(tokens[:, tokens.shape[1] - height * width :], height, width)
+        outputs = BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            hidden_states=feature_maps if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+
+class PvtForImageClassification(PvtPreTrainedModel):
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.pvt = PvtModel(config)
+        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | ImageClassifierOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.pvt(pixel_values, output_attentions, output_hidden_states, return_dict=True)
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
+    """Stage maps at strides 4/8/16/32 for dense prediction. For v1 this is the official dense-prediction backbone:
+    no class token, no final LayerNorm, position embeddings interpolated to the input grid."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^cls_token$", r"^norm\.", r"^classifier\."]
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config)
+        self.num_features = list(config.hidden_sizes)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | BackboneOutput:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        *_, feature_maps, attentions = self.encoder(pixel_values, None, output_attentions)
+        outputs = BackboneOutput(
+            feature_maps=tuple(feature_maps[self.stage_names.index(name)] for name in self.out_features),
+            hidden_states=feature_maps if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+
+__all__ = ["PvtBackbone", "PvtForImageClassification", "PvtModel", "PvtPreTrainedModel"]
