@@ -11,6 +11,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
 )
+from transformers.utils import logging
 
 from .configuration_pvt import PRESETS, PvtConfig, imagenet_1k_labels
 from .flops import count_macs
@@ -24,7 +25,15 @@ AutoConfig.register(PvtConfig.model_type, PvtConfig, exist_ok=True)
 AutoModel.register(PvtConfig, PvtModel, exist_ok=True)
 AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
 AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
-AutoImageProcessor.register(PvtConfig, image_processor_classes={"pil": PvtHfImageProcessor}, exist_ok=True)
+# transformers' lazy mappings also match config classes by name, and its v1 config is called PvtConfig too: register
+# our processor for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
+# about torchvision; that warning is spurious for us).
+_verbosity = logging.get_verbosity()
+logging.set_verbosity_error()
+AutoImageProcessor.register(
+    PvtConfig, image_processor_classes={"pil": PvtHfImageProcessor, "torchvision": PvtHfImageProcessor}, exist_ok=True
+)
+logging.set_verbosity(_verbosity)
 
 PvtConfig.register_for_auto_class()
 PvtModel.register_for_auto_class("AutoModel")

@@ -10,7 +10,6 @@ weights), then one table maps official names to pvt_hf's. Sources:
 """
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,95 +42,121 @@ class ConversionError(ValueError):
     """A checkpoint that cannot become a complete, correctly shaped pvt_hf model."""
 
 
-Rule = tuple[str, str | Callable[[re.Match], str]]
+class KeyMap:
+    """A two-way renaming between two layouts, from (a, b) templates with placeholders: `{s}` a 1-based stage,
+    `{i}` the same stage 0-based, `{b}` a block index, `{p}` weight/bias. The first matching pair wins."""
+
+    _FIELDS = {"s": r"(?P<s>\d)", "i": r"(?P<i>\d)", "b": r"(?P<b>\d+)", "p": r"(?P<p>weight|bias)"}
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = [(self._compile(a), a, self._compile(b), b) for a, b in pairs]
+
+    @classmethod
+    def _compile(cls, template: str) -> re.Pattern:
+        pattern = re.escape(template)
+        for name, group in cls._FIELDS.items():
+            pattern = pattern.replace(re.escape(f"{{{name}}}"), group)
+        return re.compile(pattern)
+
+    @staticmethod
+    def _fill(template: str, match: re.Match) -> str:
+        fields = match.groupdict()
+        if "s" in fields:
+            fields["i"] = str(int(fields["s"]) - 1)
+        elif "i" in fields:
+            fields["s"] = str(int(fields["i"]) + 1)
+        return template.format(**fields)
+
+    def rename(self, key: str, reverse: bool = False) -> str | None:
+        for pattern_a, template_a, pattern_b, template_b in self.pairs:
+            pattern, template = (pattern_b, template_a) if reverse else (pattern_a, template_b)
+            if (match := pattern.fullmatch(key)) is not None:
+                return self._fill(template, match)
+        return None
+
+    def apply(self, state_dict: dict, reverse: bool = False) -> tuple[dict, list[str]]:
+        """The renamed state dict and the keys no pair took."""
+        out, unused = {}, []
+        for key, tensor in state_dict.items():
+            new_key = self.rename(key, reverse)
+            if new_key is None:
+                unused.append(key)
+            else:
+                out[new_key] = tensor
+        return out, unused
 
 
-def _stage(offset: int) -> Callable[[str], str]:
-    return lambda index: str(int(index) + offset)
+def _block_pairs(a_prefix: str, b_prefix: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    return [(f"{a_prefix}{a}.{{p}}", f"{b_prefix}{b}.{{p}}") for a, b in names.items()]
 
 
-def _rename(key: str, rules: list[Rule]) -> str | None:
-    for pattern, replacement in rules:
-        if (match := re.fullmatch(pattern, key)) is not None:
-            return replacement(match) if callable(replacement) else match.expand(replacement)
-    return None
+_OFFICIAL_BLOCK = ["norm1", "attn.q", "attn.kv", "attn.sr", "attn.norm", "attn.proj", "norm2", "mlp.fc1", "mlp.dwconv.dwconv", "mlp.fc2"]
 
+OFFICIAL_TO_PVT_HF = KeyMap(
+    [
+        ("patch_embed{s}.proj.{p}", "pvt.encoder.stages.{i}.patch_embed.proj.{p}"),
+        ("patch_embed{s}.norm.{p}", "pvt.encoder.stages.{i}.patch_embed.norm.{p}"),
+        ("pos_embed{s}", "pvt.encoder.stages.{i}.position_embedding.table"),
+        *_block_pairs(
+            "block{s}.{b}.",
+            "pvt.encoder.stages.{i}.blocks.{b}.",
+            dict(zip(_OFFICIAL_BLOCK, ["norm1", "attention.query", "attention.key_value", "attention.spatial_reduction",
+                 "attention.reduction_norm", "attention.proj", "norm2", "mlp.fc1", "mlp.dwconv", "mlp.fc2"])),
+        ),  # fmt: skip
+        ("norm{s}.{p}", "pvt.encoder.stages.{i}.norm.{p}"),
+        ("norm.{p}", "pvt.norm.{p}"),
+        ("cls_token", "pvt.cls_token"),
+        ("head.{p}", "classifier.{p}"),
+    ]
+)
 
-def _shift(template: str, offset: int) -> Callable[[re.Match], str]:
-    """A replacement whose first group is a stage number moved by `offset` (official stages count from 1)."""
-    return lambda m: template.format(_stage(offset)(m[1]), *m.groups()[1:])
+TIMM_TO_OFFICIAL = KeyMap(
+    [
+        ("patch_embed.proj.{p}", "patch_embed1.proj.{p}"),
+        ("patch_embed.norm.{p}", "patch_embed1.norm.{p}"),
+        ("stages.{i}.downsample.proj.{p}", "patch_embed{s}.proj.{p}"),
+        ("stages.{i}.downsample.norm.{p}", "patch_embed{s}.norm.{p}"),
+        *_block_pairs("stages.{i}.blocks.{b}.", "block{s}.{b}.", {n.replace("dwconv.dwconv", "dwconv"): n for n in _OFFICIAL_BLOCK}),
+        ("stages.{i}.norm.{p}", "norm{s}.{p}"),
+        ("head.{p}", "head.{p}"),
+    ]
+)
 
-
-_BLOCK_OFFICIAL_TO_PVT_HF = {
-    "norm1": "norm1",
-    "attn.q": "attention.query",
-    "attn.kv": "attention.key_value",
-    "attn.sr": "attention.spatial_reduction",
-    "attn.norm": "attention.reduction_norm",
-    "attn.proj": "attention.proj",
-    "norm2": "norm2",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.dwconv.dwconv": "mlp.dwconv",
-    "mlp.fc2": "mlp.fc2",
-}
-_OFFICIAL_TO_PVT_HF: list[Rule] = [
-    (r"patch_embed(\d)\.(proj|norm)\.(weight|bias)", _shift("pvt.encoder.stages.{}.patch_embed.{}.{}", -1)),
-    (r"pos_embed(\d)", _shift("pvt.encoder.stages.{}.position_embedding.table", -1)),
-    *(
-        (rf"block(\d)\.(\d+)\.{re.escape(old)}\.(weight|bias)", _shift(f"pvt.encoder.stages.{{}}.blocks.{{}}.{new}.{{}}", -1))
-        for old, new in _BLOCK_OFFICIAL_TO_PVT_HF.items()
-    ),
-    (r"norm(\d)\.(weight|bias)", _shift("pvt.encoder.stages.{}.norm.{}", -1)),
-    (r"norm\.(weight|bias)", r"pvt.norm.\1"),
-    (r"cls_token", "pvt.cls_token"),
-    (r"head\.(weight|bias)", r"classifier.\1"),
-]
-
-_TIMM_TO_OFFICIAL: list[Rule] = [
-    (r"patch_embed\.(.+)", r"patch_embed1.\1"),
-    (r"stages\.(\d)\.downsample\.(.+)", _shift("patch_embed{}.{}", 1)),
-    (r"stages\.(\d)\.blocks\.(\d+)\.mlp\.dwconv\.(.+)", _shift("block{}.{}.mlp.dwconv.dwconv.{}", 1)),
-    (r"stages\.(\d)\.blocks\.(\d+)\.(.+)", _shift("block{}.{}.{}", 1)),
-    (r"stages\.(\d)\.norm\.(.+)", _shift("norm{}.{}", 1)),
-    (r"head\.(.+)", r"head.\1"),
-]
-
-_TRANSFORMERS_BLOCK = {  # transformers name -> official name, inside a block
-    "layer_norm_1": "norm1",
-    "attention.self.query": "attn.q",  # v1
-    "attention.self.kv": "attn.kv",  # fused by _fuse_transformers_key_value
-    "attention.self.sequence_reduction": "attn.sr",
-    "attention.self.layer_norm": "attn.norm",
-    "attention.output.dense": "attn.proj",
-    "attention.query": "attn.q",  # v2
-    "attention.kv": "attn.kv",
-    "attention.spatial_reduction": "attn.sr",
-    "attention.layer_norm": "attn.norm",
-    "attention.proj": "attn.proj",
-    "layer_norm_2": "norm2",
-    "mlp.dense1": "mlp.fc1",
-    "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
-    "mlp.dense2": "mlp.fc2",
-}
-_TRANSFORMERS_TO_OFFICIAL: list[Rule] = [
-    # v1: PvtForImageClassification / PvtModel
-    (r"encoder\.patch_embeddings\.(\d)\.projection\.(.+)", _shift("patch_embed{}.proj.{}", 1)),
-    (r"encoder\.patch_embeddings\.(\d)\.layer_norm\.(.+)", _shift("patch_embed{}.norm.{}", 1)),
-    (r"encoder\.patch_embeddings\.(\d)\.position_embeddings", _shift("pos_embed{}", 1)),
-    (r"encoder\.patch_embeddings\.\d\.cls_token", "cls_token"),
-    (r"encoder\.layer_norm\.(.+)", r"norm.\1"),
-    # v2: PvtV2ForImageClassification / PvtV2Model / PvtV2Backbone
-    (r"encoder\.layers\.(\d)\.patch_embedding\.proj\.(.+)", _shift("patch_embed{}.proj.{}", 1)),
-    (r"encoder\.layers\.(\d)\.patch_embedding\.layer_norm\.(.+)", _shift("patch_embed{}.norm.{}", 1)),
-    (r"encoder\.layers\.(\d)\.layer_norm\.(.+)", _shift("norm{}.{}", 1)),
-    # blocks of both
-    *(
-        (rf"encoder\.(?:block|layers)\.(\d)\.(?:blocks\.)?(\d+)\.{re.escape(old)}\.(weight|bias)", _shift(f"block{{}}.{{}}.{new}.{{}}", 1))
-        for old, new in _TRANSFORMERS_BLOCK.items()
-    ),
-    (r"classifier\.(.+)", r"head.\1"),
-]
-_TRANSFORMERS_KEY_VALUE = re.compile(r"(encoder\.(?:block|layers)\.\d\.(?:blocks\.)?\d+\.attention\.(?:self\.)?)(key|value)\.(weight|bias)")
+# transformers' v1 (PvtForImageClassification / PvtModel) and v2 (PvtV2*) layouts, without the `pvt.` / `pvt_v2.`
+# prefix; key and value projections appear fused as `kv` (see _fuse_key_value / _split_key_value).
+TRANSFORMERS_V1_TO_OFFICIAL = KeyMap(
+    [
+        ("encoder.patch_embeddings.{i}.projection.{p}", "patch_embed{s}.proj.{p}"),
+        ("encoder.patch_embeddings.{i}.layer_norm.{p}", "patch_embed{s}.norm.{p}"),
+        ("encoder.patch_embeddings.{i}.position_embeddings", "pos_embed{s}"),
+        ("encoder.patch_embeddings.3.cls_token", "cls_token"),
+        *_block_pairs(
+            "encoder.block.{i}.{b}.",
+            "block{s}.{b}.",
+            {"layer_norm_1": "norm1", "attention.self.query": "attn.q", "attention.self.kv": "attn.kv",
+             "attention.self.sequence_reduction": "attn.sr", "attention.self.layer_norm": "attn.norm",
+             "attention.output.dense": "attn.proj", "layer_norm_2": "norm2", "mlp.dense1": "mlp.fc1", "mlp.dense2": "mlp.fc2"},
+        ),  # fmt: skip
+        ("encoder.layer_norm.{p}", "norm.{p}"),
+        ("classifier.{p}", "head.{p}"),
+    ]
+)
+TRANSFORMERS_V2_TO_OFFICIAL = KeyMap(
+    [
+        ("encoder.layers.{i}.patch_embedding.proj.{p}", "patch_embed{s}.proj.{p}"),
+        ("encoder.layers.{i}.patch_embedding.layer_norm.{p}", "patch_embed{s}.norm.{p}"),
+        *_block_pairs(
+            "encoder.layers.{i}.blocks.{b}.",
+            "block{s}.{b}.",
+            {"layer_norm_1": "norm1", "attention.query": "attn.q", "attention.kv": "attn.kv",
+             "attention.spatial_reduction": "attn.sr", "attention.layer_norm": "attn.norm", "attention.proj": "attn.proj",
+             "layer_norm_2": "norm2", "mlp.dense1": "mlp.fc1", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv", "mlp.dense2": "mlp.fc2"},
+        ),  # fmt: skip
+        ("encoder.layers.{i}.layer_norm.{p}", "norm{s}.{p}"),
+        ("classifier.{p}", "head.{p}"),
+    ]
+)
+_KEY_VALUE = re.compile(r"(.*\.attention\.(?:self\.)?)(key|value|kv)\.(weight|bias)")
 
 
 @dataclass
@@ -215,32 +240,32 @@ def to_official(state_dict: dict[str, torch.Tensor], source: str) -> tuple[dict[
     if source == "official":
         return dict(state_dict), []
     if source == "timm":
-        rules = _TIMM_TO_OFFICIAL
-    else:
-        rules = _TRANSFORMERS_TO_OFFICIAL
-        state_dict = _fuse_transformers_key_value(_strip_transformers_prefix(state_dict))
-    out, unused = {}, []
-    for key, tensor in state_dict.items():
-        new_key = _rename(key, rules)
-        if new_key is None:
-            unused.append(key)
-        else:
-            out[new_key] = tensor
-    return out, unused
+        return TIMM_TO_OFFICIAL.apply(state_dict)
+    state_dict = _fuse_key_value({_strip_prefixes(k): v for k, v in state_dict.items()})
+    is_v1 = any(k.startswith("encoder.patch_embeddings.") for k in state_dict)
+    return (TRANSFORMERS_V1_TO_OFFICIAL if is_v1 else TRANSFORMERS_V2_TO_OFFICIAL).apply(state_dict)
 
 
-def _strip_transformers_prefix(state_dict):
+def official_to_transformers(official: dict[str, torch.Tensor], v1: bool) -> dict[str, torch.Tensor]:
+    """Official names -> transformers' v1 (`Pvt*`) or v2 (`PvtV2*`) names, without the base-model prefix."""
+    renamed, unused = (TRANSFORMERS_V1_TO_OFFICIAL if v1 else TRANSFORMERS_V2_TO_OFFICIAL).apply(official, reverse=True)
+    if unused:
+        raise ConversionError(f"transformers' PVT has no place for {unused}")
+    return _split_key_value(renamed)
+
+
+def _strip_prefixes(key: str) -> str:
     for prefix in ("pvt.", "pvt_v2.", "backbone."):
-        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-    return state_dict
+        key = key.removeprefix(prefix)
+    return key
 
 
-def _fuse_transformers_key_value(state_dict):
+def _fuse_key_value(state_dict):
     """transformers keeps key and value projections apart; the official layout (and ours) fuses them as kv."""
     out, pending = {}, {}
     for key, tensor in state_dict.items():
-        match = _TRANSFORMERS_KEY_VALUE.fullmatch(key)
-        if match is None:
+        match = _KEY_VALUE.fullmatch(key)
+        if match is None or match[2] == "kv":
             out[key] = tensor
         else:
             pending.setdefault((match[1], match[3]), {})[match[2]] = tensor
@@ -252,16 +277,28 @@ def _fuse_transformers_key_value(state_dict):
     return out
 
 
+def _split_key_value(state_dict):
+    out = {}
+    for key, tensor in state_dict.items():
+        match = _KEY_VALUE.fullmatch(key)
+        if match is not None and match[2] == "kv":
+            out[f"{match[1]}key.{match[3]}"], out[f"{match[1]}value.{match[3]}"] = tensor.chunk(2, dim=0)
+        else:
+            out[key] = tensor
+    return out
+
+
 def official_to_pvt_hf(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Official names -> `PvtForImageClassification` names. Returns it and the keys no rule took."""
-    out, unused = {}, []
-    for key, tensor in state_dict.items():
-        new_key = _rename(key, _OFFICIAL_TO_PVT_HF)
-        if new_key is None:
-            unused.append(key)
-        else:
-            out[new_key] = tensor
-    return out, unused
+    return OFFICIAL_TO_PVT_HF.apply(state_dict)
+
+
+def pvt_hf_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`PvtForImageClassification` (or `PvtModel` / `PvtBackbone`) names -> official names."""
+    prefixed = {k if k.startswith(("pvt.", "classifier.")) else f"pvt.{k}": v for k, v in state_dict.items()}
+    renamed, unused = OFFICIAL_TO_PVT_HF.apply(prefixed, reverse=True)
+    assert not unused, unused
+    return renamed
 
 
 def infer_structure(official: dict[str, torch.Tensor]) -> dict:
@@ -391,6 +428,120 @@ def convert_state_dict(
     return {k: v for k, v in converted.items() if k in expected}, config, report
 
 
+def transformers_reference(config: PvtConfig, task: str = "classification") -> torch.nn.Module | None:
+    """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s hyper-parameters and random
+    weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""
+    import transformers
+
+    common = dict(
+        depths=config.depths,
+        hidden_sizes=config.hidden_sizes,
+        num_attention_heads=config.num_attention_heads,
+        mlp_ratios=config.mlp_ratios,
+        num_labels=config.num_labels,
+        layer_norm_eps=config.layer_norm_eps,
+        qkv_bias=config.qkv_bias,
+    )
+    v1 = dict(overlapping_patch_embed=False, conv_ffn=False, linear_sra=False, absolute_pos_embed=True, pooling="cls", stage_norms=False)
+    v2 = dict(overlapping_patch_embed=True, conv_ffn=True, absolute_pos_embed=False, pooling="mean", stage_norms=True)
+    if all(getattr(config, k) == v for k, v in v1.items()):
+        reference_config = transformers.PvtConfig(
+            **common,
+            patch_sizes=config.patch_sizes,
+            strides=config.patch_sizes,
+            sequence_reduction_ratios=config.sr_ratios,
+            image_size=config.image_size,
+        )
+        model_class = transformers.PvtModel if task == "backbone" else transformers.PvtForImageClassification
+    elif all(getattr(config, k) == v for k, v in v2.items()):
+        reference_config = transformers.PvtV2Config(
+            **common,
+            patch_sizes=[2 * p - 1 for p in config.patch_sizes],
+            strides=config.patch_sizes,
+            sr_ratios=config.sr_ratios,
+            linear_attention=config.linear_sra,
+            out_features=config.stage_names,
+        )
+        model_class = transformers.PvtV2Backbone if task == "backbone" else transformers.PvtV2ForImageClassification
+    else:
+        return None
+    return model_class(reference_config).eval()
+
+
+def load_into_transformers(reference: torch.nn.Module, official: dict[str, torch.Tensor]) -> None:
+    """Load official-layout weights into a model from `transformers_reference`. A v1 backbone checkpoint has no
+    class token and final norm: transformers' v1 model then keeps its own, which no stage 1-3 output depends on."""
+    v1 = type(reference).__name__ in ("PvtModel", "PvtForImageClassification")
+    weights = official_to_transformers(official, v1=v1)
+    head = {k.removeprefix("classifier."): v for k, v in weights.items() if k.startswith("classifier.")}
+    body = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    if hasattr(reference, "classifier"):
+        reference.classifier.load_state_dict(head)
+        reference = reference.base_model
+    missing, unexpected = reference.load_state_dict(body, strict=False)
+    allowed = {"encoder.patch_embeddings.3.cls_token", "encoder.layer_norm.weight", "encoder.layer_norm.bias"}
+    if unexpected or (set(missing) - allowed if v1 else missing):
+        raise ConversionError(f"transformers' reference does not fit the weights: missing {missing}, unexpected {unexpected}")
+
+
+def verify_against_reference(
+    model: torch.nn.Module, official: dict[str, torch.Tensor], source: str, task: str, seed: int = 0
+) -> tuple[float, str]:
+    """Run `model` and an independent implementation holding the same weights on the same random inputs; returns the
+    largest absolute difference and what it was compared with. The reference is timm for timm checkpoints when timm
+    imports, otherwise transformers' own PVT. transformers' v1 is only correct at 224x224 (it reshapes its position
+    tables with the target grid), so v1 is compared there; its backbone's stage 4 has no reference (transformers' v1
+    always runs the class token), so a v1 backbone is compared on stages 1-3."""
+    config = model.config
+    reference, name = None, "transformers"
+    if source == "timm":
+        try:
+            import timm
+
+            reference = timm.create_model(_timm_name(config), pretrained=False, num_classes=config.num_labels)
+            reference.load_state_dict(TIMM_TO_OFFICIAL.apply(official, reverse=True)[0])
+            reference, name = reference.eval(), "timm"
+        except Exception:  # timm absent (it needs torchvision) or not this variant: fall back to transformers
+            reference = None
+    if reference is None:
+        reference = transformers_reference(config, task)
+        if reference is None:
+            raise ConversionError("transformers cannot express this configuration, so there is nothing to verify against")
+        load_into_transformers(reference, official)
+    v1 = config.absolute_pos_embed
+    sizes = [(224, 224)] if v1 else [(224, 224), (256, 320)]
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model.eval()
+    for height, width in sizes:
+        pixels = torch.randn(2, config.num_channels, height, width, generator=generator)
+        with torch.no_grad():
+            if task == "classification":
+                ours, theirs = [model(pixels).logits], [_logits(reference, pixels)]
+            elif v1:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states[:3])
+                blocks = reference(pixels, output_hidden_states=True).hidden_states
+                ends = [sum(config.depths[: i + 1]) - 1 for i in range(3)]
+                theirs = [blocks[e].transpose(1, 2).reshape(o.shape) for e, o in zip(ends, ours)]
+            else:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states)
+                theirs = list(reference(pixels).feature_maps)
+        worst = max([worst] + [(a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)])
+    return worst, name
+
+
+def _logits(reference, pixels):
+    out = reference(pixels)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _timm_name(config: PvtConfig) -> str:
+    name = preset_for(config.to_dict())
+    if name is None or not name.startswith("pvt-v2"):
+        raise ConversionError("timm only has the published PVT v2 variants")
+    return name.replace("-", "_")
+
+
 __all__ = [
     "ConversionError",
     "ConversionReport",
@@ -402,7 +553,11 @@ __all__ = [
     "infer_structure",
     "load_checkpoint",
     "official_to_pvt_hf",
+    "official_to_transformers",
     "preset_for",
+    "pvt_hf_to_official",
     "split_prefix",
     "to_official",
+    "transformers_reference",
+    "verify_against_reference",
 ]

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Convert a published PVT checkpoint into a Hub-ready pvt_hf model folder.
+
+Examples:
+    # official ImageNet checkpoint (variant read off the weights)
+    python convert/convert_pvt_checkpoint.py --source official --checkpoint pvt_v2_b2.pth --output pvt-v2-b2 --verify
+    # the backbone of an official mmdetection / mmsegmentation checkpoint
+    python convert/convert_pvt_checkpoint.py --source official --checkpoint retinanet_pvt_s_fpn_1x_coco.pth \\
+        --task backbone --output pvt-small-retinanet-backbone
+    # timm weights, transformers' own checkpoints (a folder or a Hub repo id)
+    python convert/convert_pvt_checkpoint.py --source timm --checkpoint pvt_v2_b0.safetensors --output pvt-v2-b0
+    python convert/convert_pvt_checkpoint.py --source transformers --checkpoint OpenGVLab/pvt_v2_b2 --output pvt-v2-b2 \\
+        --verify --push_to_hub my-org/pvt-v2-b2
+
+Every checkpoint tensor is either mapped or listed as unused; the conversion fails (exit 1) if any model parameter
+would stay randomly initialised or a shape does not match, and (exit 2) if --verify finds a difference above 1e-4.
+"""
+
+import argparse
+import sys
+
+import torch
+
+import pvt_hf
+from pvt_hf import PRESETS, PvtBackbone, PvtForImageClassification, PvtHfImageProcessor, count_macs
+from pvt_hf.conversion import (
+    SOURCES,
+    TASKS,
+    ConversionError,
+    convert_state_dict,
+    load_checkpoint,
+    pvt_hf_to_official,
+    verify_against_reference,
+)
+from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
+
+
+VERIFY_TOLERANCE = 1e-4
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, choices=SOURCES, help="layout of the checkpoint's keys")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a local .pth/.bin/.safetensors file or folder, an http(s) URL, or a Hub repo id",
+    )
+    parser.add_argument(
+        "--preset", choices=list(PRESETS), help="the variant; read off the weights when omitted, refused if they disagree"
+    )
+    parser.add_argument(
+        "--task",
+        default="classification",
+        choices=TASKS,
+        help="classification: the whole model with its ImageNet head; backbone: the backbone.* weights of an "
+        "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint)",
+    )
+    parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also publish the folder to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help=f"compare with timm (timm checkpoints, where timm imports) or transformers' own PVT on random inputs; "
+        f"fail above {VERIFY_TOLERANCE}",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        path = resolve_checkpoint(args.checkpoint)
+        state_dict, config, report = convert_state_dict(load_checkpoint(path), args.source, args.task, args.preset)
+    except (ConversionError, HubError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+
+    model_class = PvtForImageClassification if args.task == "classification" else PvtBackbone
+    model = model_class(config).eval()
+    model.load_state_dict(state_dict, strict=True)
+
+    if args.verify:
+        try:
+            difference, reference = verify_against_reference(model, pvt_hf_to_official(state_dict), args.source, args.task)
+        except ConversionError as error:
+            print(f"error: cannot verify: {error}", file=sys.stderr)
+            return 2
+        print(f"verify: max |pvt_hf - {reference}| = {difference:.3g}")
+        if difference > VERIFY_TOLERANCE:
+            print(f"error: outputs differ from {reference} by {difference:.3g} > {VERIFY_TOLERANCE}", file=sys.stderr)
+            return 2
+
+    model.save_pretrained(args.output)
+    PvtHfImageProcessor().save_pretrained(args.output)
+    card = model_card(
+        config,
+        args.task,
+        args.source,
+        args.checkpoint,
+        params=sum(p.numel() for p in model.parameters()),
+        macs=count_macs(model),
+        repo_id=args.push_to_hub,
+    )
+    with open(f"{args.output}/README.md", "w") as f:
+        f.write(card)
+    print(f"wrote {args.output} (pvt_hf {pvt_hf.__version__}, torch {torch.__version__})")
+
+    if args.push_to_hub:
+        try:
+            url = push_folder(args.output, args.push_to_hub, f"Convert {args.source} PVT checkpoint with pvt_hf", args.private)
+        except HubError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 3
+        print(f"pushed: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
