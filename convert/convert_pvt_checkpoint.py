@@ -7,6 +7,9 @@ Examples:
     # the backbone of an official mmdetection / mmsegmentation checkpoint
     python convert/convert_pvt_checkpoint.py --source official --checkpoint retinanet_pvt_s_fpn_1x_coco.pth \\
         --task backbone --output pvt-small-retinanet-backbone
+    # an official mmsegmentation Semantic FPN checkpoint (ADE20K)
+    python convert/convert_pvt_checkpoint.py --source official --checkpoint fpn_pvt_s_ade20k_40k.pth \\
+        --task semantic-fpn --output pvt-small-semantic-fpn-ade20k --verify
     # timm weights, transformers' own checkpoints (a folder or a Hub repo id)
     python convert/convert_pvt_checkpoint.py --source timm --checkpoint pvt_v2_b0.safetensors --output pvt-v2-b0
     python convert/convert_pvt_checkpoint.py --source transformers --checkpoint OpenGVLab/pvt_v2_b2 --output pvt-v2-b2 \\
@@ -22,7 +25,15 @@ import sys
 import torch
 
 import pvt_hf
-from pvt_hf import PRESETS, PvtBackbone, PvtForImageClassification, PvtHfImageProcessor, count_macs
+from pvt_hf import (
+    PRESETS,
+    PvtBackbone,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtHfImageProcessor,
+    PvtSegmentationImageProcessor,
+    count_macs,
+)
 from pvt_hf.conversion import (
     SOURCES,
     TASKS,
@@ -36,6 +47,12 @@ from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
 
 
 VERIFY_TOLERANCE = 1e-4
+# task -> (model class, image processor, input size of the MACs in the model card)
+TASK_MODELS = {
+    "classification": (PvtForImageClassification, PvtHfImageProcessor(), 224),
+    "backbone": (PvtBackbone, PvtHfImageProcessor(), 224),
+    "semantic-fpn": (PvtForSemanticSegmentation, PvtSegmentationImageProcessor(do_reduce_labels=True), 512),
+}
 
 
 def parse_args(argv=None):
@@ -54,7 +71,8 @@ def parse_args(argv=None):
         default="classification",
         choices=TASKS,
         help="classification: the whole model with its ImageNet head; backbone: the backbone.* weights of an "
-        "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint)",
+        "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint); semantic-fpn: a whole "
+        "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head)",
     )
     parser.add_argument("--output", required=True, help="the folder to write")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also publish the folder to this Hub repo")
@@ -78,13 +96,17 @@ def main(argv=None) -> int:
         return 1
     print(report.summary())
 
-    model_class = PvtForImageClassification if args.task == "classification" else PvtBackbone
+    model_class, processor, macs_size = TASK_MODELS[args.task]
     model = model_class(config).eval()
     model.load_state_dict(state_dict, strict=True)
 
     if args.verify:
+        # the Semantic FPN head has no independent implementation to run: its tensors map one to one by name, and
+        # the backbone is what is verified
+        trunk, trunk_task = (model.backbone, "backbone") if args.task == "semantic-fpn" else (model, args.task)
         try:
-            difference, reference = verify_against_reference(model, pvt_hf_to_official(state_dict), args.source, args.task)
+            official = pvt_hf_to_official(trunk.state_dict())
+            difference, reference = verify_against_reference(trunk, official, args.source, trunk_task)
         except ConversionError as error:
             print(f"error: cannot verify: {error}", file=sys.stderr)
             return 2
@@ -94,14 +116,15 @@ def main(argv=None) -> int:
             return 2
 
     model.save_pretrained(args.output)
-    PvtHfImageProcessor().save_pretrained(args.output)
+    processor.save_pretrained(args.output)
     card = model_card(
         config,
         args.task,
         args.source,
         args.checkpoint,
         params=sum(p.numel() for p in model.parameters()),
-        macs=count_macs(model),
+        macs=count_macs(model, macs_size, macs_size),
+        macs_size=macs_size,
         repo_id=args.push_to_hub,
     )
     with open(f"{args.output}/README.md", "w") as f:

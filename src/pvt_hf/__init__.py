@@ -10,45 +10,75 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForObjectDetection,
+    AutoModelForSemanticSegmentation,
 )
 from transformers.utils import logging
 
 from .configuration_pvt import PRESETS, PvtConfig, imagenet_1k_labels
+from .configuration_pvt_heads import (
+    DETECTION_PRESETS,
+    SEGMENTATION_PRESETS,
+    PvtDeformableDetrConfig,
+    PvtDetrConfig,
+    PvtSegmentationConfig,
+    ade20k_labels,
+    coco_labels,
+)
 from .flops import count_macs
-from .image_processing_pvt import PvtHfImageProcessor
+from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
+from .modeling_pvt_heads import PvtDeformableDetrForObjectDetection, PvtForObjectDetection, PvtForSemanticSegmentation
+from .visualization import draw_detections, draw_segmentation
 
 
 __version__ = "0.1.0"
 
-AutoConfig.register(PvtConfig.model_type, PvtConfig, exist_ok=True)
-AutoModel.register(PvtConfig, PvtModel, exist_ok=True)
-AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
-AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
+# (config, Auto model class, model, image processor) for every model of the family
+_MODELS = [
+    (PvtConfig, AutoModel, PvtModel, PvtHfImageProcessor),
+    (PvtConfig, AutoModelForImageClassification, PvtForImageClassification, PvtHfImageProcessor),
+    (PvtConfig, AutoBackbone, PvtBackbone, PvtHfImageProcessor),
+    (PvtSegmentationConfig, AutoModelForSemanticSegmentation, PvtForSemanticSegmentation, PvtSegmentationImageProcessor),
+    (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
+    (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
+]
 # transformers' lazy mappings also match config classes by name, and its v1 config is called PvtConfig too: register
-# our processor for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
+# our processors for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
 # about torchvision; that warning is spurious for us).
 _verbosity = logging.get_verbosity()
 logging.set_verbosity_error()
-AutoImageProcessor.register(
-    PvtConfig, image_processor_classes={"pil": PvtHfImageProcessor, "torchvision": PvtHfImageProcessor}, exist_ok=True
-)
+for _config, _auto, _model, _processor in _MODELS:
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    _auto.register(_config, _model, exist_ok=True)
+    AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor, "torchvision": _processor}, exist_ok=True)
+    _config.register_for_auto_class()
+    _model.register_for_auto_class(_auto.__name__)
+    _processor.register_for_auto_class("AutoImageProcessor")
 logging.set_verbosity(_verbosity)
 
-PvtConfig.register_for_auto_class()
-PvtModel.register_for_auto_class("AutoModel")
-PvtForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-PvtBackbone.register_for_auto_class("AutoBackbone")
-PvtHfImageProcessor.register_for_auto_class("AutoImageProcessor")
-
 __all__ = [
+    "DETECTION_PRESETS",
     "PRESETS",
+    "SEGMENTATION_PRESETS",
     "PvtBackbone",
     "PvtConfig",
+    "PvtDeformableDetrConfig",
+    "PvtDeformableDetrForObjectDetection",
+    "PvtDetrConfig",
+    "PvtDetrImageProcessor",
     "PvtForImageClassification",
+    "PvtForObjectDetection",
+    "PvtForSemanticSegmentation",
     "PvtHfImageProcessor",
     "PvtModel",
     "PvtPreTrainedModel",
+    "PvtSegmentationConfig",
+    "PvtSegmentationImageProcessor",
+    "ade20k_labels",
+    "coco_labels",
     "count_macs",
+    "draw_detections",
+    "draw_segmentation",
     "imagenet_1k_labels",
 ]

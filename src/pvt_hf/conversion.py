@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.configuration_utils import PreTrainedConfig
 
 from .configuration_pvt import PRESETS, PvtConfig
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
 
 
 SOURCES = ("official", "timm", "transformers")
-TASKS = ("classification", "backbone")
+TASKS = ("classification", "backbone", "semantic-fpn")
 
 # Structural fields that a state dict determines; a preset or config contradicting them is refused.
 STRUCTURE_FIELDS = (
@@ -396,27 +397,39 @@ def convert_state_dict(
     source: str,
     task: str = "classification",
     preset: str | None = None,
-    config: PvtConfig | None = None,
-) -> tuple[dict[str, torch.Tensor], PvtConfig, ConversionReport]:
+    config: PreTrainedConfig | None = None,
+) -> tuple[dict[str, torch.Tensor], PreTrainedConfig, ConversionReport]:
     """Convert `state_dict` from `source` into the state dict of `PvtForImageClassification` (task
-    ``classification``) or `PvtBackbone` (task ``backbone``), with the config and a full account of what was used.
+    ``classification``), `PvtBackbone` (``backbone``) or `PvtForSemanticSegmentation` (``semantic-fpn``: an official
+    mmsegmentation Semantic FPN checkpoint), with its config and a full account of what was used.
 
     Raises `ConversionError` if any model parameter would stay unfilled or a shape does not match."""
     if task not in TASKS:
         raise ConversionError(f"Unknown task {task!r}; expected one of {TASKS}")
+    if task == "semantic-fpn":
+        return _convert_semantic_fpn(state_dict, source, preset, config)
     inner, outside = split_prefix(state_dict)
     official, unused = to_official(inner, source)
     config = build_config(official, preset=preset, config=config)
     converted, unused_official = official_to_pvt_hf(official)
-    model_class = PvtForImageClassification if task == "classification" else PvtBackbone
     if task == "backbone":
-        head_keys = [k for k in converted if not k.startswith("pvt.encoder.")]
+        converted, head_keys = _backbone_part(converted)
         unused_official += head_keys
-        converted = {k.removeprefix("pvt."): v for k, v in converted.items() if k not in head_keys}
+    model_class = PvtForImageClassification if task == "classification" else PvtBackbone
+    return _account(converted, model_class, config, outside + unused + unused_official)
+
+
+def _backbone_part(converted: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`PvtForImageClassification` names -> `PvtBackbone` names, and the keys a backbone has no place for."""
+    head_keys = [k for k in converted if not k.startswith("pvt.encoder.")]
+    return {k.removeprefix("pvt."): v for k, v in converted.items() if k not in head_keys}, head_keys
+
+
+def _account(converted, model_class, config, unused) -> tuple[dict, PreTrainedConfig, ConversionReport]:
+    """Compare the converted tensors with what `model_class(config)` expects; fail on anything unfilled or misshaped."""
     with torch.device("meta"):
         expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
-    report = ConversionReport(unused_keys=sorted(outside + unused + unused_official))
-    report.unused_keys += sorted(k for k in converted if k not in expected)
+    report = ConversionReport(unused_keys=sorted(unused) + sorted(k for k in converted if k not in expected))
     report.missing_keys = sorted(k for k in expected if k not in converted)
     report.shape_mismatches = [
         f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(shape)}"
@@ -426,6 +439,48 @@ def convert_state_dict(
     if not report.ok:
         raise ConversionError("Conversion would leave the model incomplete:\n" + report.summary())
     return {k: v for k, v in converted.items() if k in expected}, config, report
+
+
+# mmsegmentation's Semantic FPN (FPN neck + FPNHead): our modules carry mmcv's names, so only the classifier differs.
+SEMANTIC_FPN_HEAD = KeyMap(
+    [
+        ("neck.lateral_convs.{i}.conv.{p}", "neck.lateral_convs.{i}.conv.{p}"),
+        ("neck.fpn_convs.{i}.conv.{p}", "neck.fpn_convs.{i}.conv.{p}"),
+        ("decode_head.scale_heads.{i}.{b}.conv.weight", "decode_head.scale_heads.{i}.{b}.conv.weight"),
+        *((f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}", f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}")
+          for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+        ("decode_head.conv_seg.{p}", "decode_head.classifier.{p}"),
+    ]
+)  # fmt: skip
+
+
+def _convert_semantic_fpn(state_dict, source, preset, config):
+    from .configuration_pvt_heads import PvtSegmentationConfig, ade20k_labels
+    from .modeling_pvt_heads import PvtForSemanticSegmentation
+
+    backbone_weights, others = split_prefix(state_dict)
+    if not others:
+        raise ConversionError("Not a Semantic FPN checkpoint: no neck.* / decode_head.* tensors beside backbone.*")
+    official, unused = to_official(backbone_weights, source)
+    head, unused_head = SEMANTIC_FPN_HEAD.apply({k: state_dict[k] for k in others})
+    if "decode_head.classifier.weight" not in head or "neck.lateral_convs.0.conv.weight" not in head:
+        raise ConversionError(f"Not a Semantic FPN checkpoint: no decode_head.conv_seg / neck.lateral_convs (has {others[:5]})")
+    if config is None:
+        num_labels = head["decode_head.classifier.weight"].shape[0]
+        ade20k = ade20k_labels()
+        labels = {"id2label": ade20k, "label2id": {v: k for k, v in ade20k.items()}} if num_labels == 150 else {"num_labels": num_labels}
+        config = PvtSegmentationConfig(
+            backbone_config=build_config(official, preset=preset, num_labels=0),
+            decode_head="semantic_fpn",
+            fpn_channels=head["neck.lateral_convs.0.conv.weight"].shape[0],
+            hidden_size=head["decode_head.scale_heads.0.0.conv.weight"].shape[0],
+            **labels,
+        )
+    else:
+        build_config(official, config=config.backbone_config)  # refuses a contradicting backbone
+    converted, head_keys = _backbone_part(official_to_pvt_hf(official)[0])
+    converted = {f"backbone.{k}": v for k, v in converted.items()} | head
+    return _account(converted, PvtForSemanticSegmentation, config, unused + unused_head + head_keys)
 
 
 def transformers_reference(config: PvtConfig, task: str = "classification") -> torch.nn.Module | None:

@@ -16,6 +16,13 @@ PAPER_TOP1 = {
     "pvt-v2-b3": 83.2, "pvt-v2-b4": 83.6, "pvt-v2-b5": 83.8,
 }  # fmt: skip
 
+# The papers' ADE20K mIoU (%) of Semantic FPN on each backbone (v1 paper Table 5, v2 paper Table 4).
+PAPER_SEMANTIC_FPN_MIOU = {
+    "pvt-tiny": 35.7, "pvt-small": 39.8, "pvt-medium": 41.6, "pvt-large": 42.1,
+    "pvt-v2-b0": 37.2, "pvt-v2-b1": 42.5, "pvt-v2-b2": 45.2, "pvt-v2-b2-li": 45.1,
+    "pvt-v2-b3": 47.3, "pvt-v2-b4": 47.9, "pvt-v2-b5": 48.7,
+}  # fmt: skip
+
 LICENSES = {
     "official": "The official PVT code and weights (github.com/whai362/PVT) are released under the Apache-2.0 license.",
     "timm": "timm's pvt_v2 weights are the official ones re-packaged; timm and the weights are Apache-2.0.",
@@ -57,44 +64,52 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | Path | None = None) -> 
         ) from error
 
 
-def model_card(config: PvtConfig, task: str, source: str, checkpoint: str, params: int, macs: int, repo_id: str | None = None) -> str:
+def model_card(
+    config, task: str, source: str, checkpoint: str, params: int, macs: int, macs_size: int = 224, repo_id: str | None = None
+) -> str:
     """A model card (README.md) for a converted folder."""
-    variant = preset_for(config.to_dict())
+    backbone = getattr(config, "backbone_config", config)
+    variant = preset_for(backbone.to_dict())
     name = repo_id or "path/to/this/folder"
-    auto_class = "AutoModelForImageClassification" if task == "classification" else "AutoBackbone"
-    metric = (
-        f"ImageNet-1k top-1 reported by the paper for {variant}: **{PAPER_TOP1[variant]}%** (224×224, single crop)."
-        if variant and task == "classification" and config.num_labels == 1000
-        else "The source's metrics apply; this conversion changes no numbers (verified to 1e-4 against a reference)."
-    )
+    auto_class, pipeline_task = {
+        "classification": ("AutoModelForImageClassification", "image-classification"),
+        "backbone": ("AutoBackbone", "image-feature-extraction"),
+        "semantic-fpn": ("AutoModelForSemanticSegmentation", "image-segmentation"),
+    }[task]
+    if variant and task == "classification" and config.num_labels == 1000:
+        metric = f"ImageNet-1k top-1 reported by the paper for {variant}: **{PAPER_TOP1[variant]}%** (224×224, single crop)."
+    elif variant and task == "semantic-fpn" and config.num_labels == 150:
+        metric = f"ADE20K mIoU reported by the paper for Semantic FPN + {variant}: **{PAPER_SEMANTIC_FPN_MIOU[variant]}%**."
+    else:
+        metric = "The source's metrics apply: the conversion changes no numbers (verified to 1e-4 against a reference)."
     usage = (
         f"""```python
 from transformers import pipeline
-classify = pipeline("image-classification", model="{name}", trust_remote_code=True)
-classify("cat.jpg")
+predict = pipeline("{pipeline_task}", model="{name}", trust_remote_code=True)
+predict("image.jpg")
 ```"""
-        if task == "classification"
+        if task != "backbone"
         else ""
     )
     return f"""---
 library_name: transformers
 license: apache-2.0
-tags: [pvt, pyramid-vision-transformer, pvt_hf, {"image-classification" if task == "classification" else "backbone"}]
-pipeline_tag: {"image-classification" if task == "classification" else "image-feature-extraction"}
+tags: [pvt, pyramid-vision-transformer, pvt_hf, {pipeline_task}]
+pipeline_tag: {pipeline_task}
 ---
 
 # {variant or "PVT"} ({task})
 
-Pyramid Vision Transformer {"v2" if config.stage_norms else "v1"} converted with
-pvt_hf (`convert/convert_pvt_checkpoint.py --source {source}`).
+Pyramid Vision Transformer {"v2" if backbone.stage_norms else "v1"} converted with pvt_hf
+(`convert/convert_pvt_checkpoint.py --source {source} --task {task}`).
 
 | | |
 |---|---|
 | variant | {variant or "custom"} |
 | source | `{source}`: `{checkpoint}` |
 | parameters | {params:,} |
-| MACs at 224×224 | {macs / 1e9:.3f} G |
-| depths / channels | {"-".join(map(str, config.depths))} / {"-".join(map(str, config.hidden_sizes))} |
+| MACs at {macs_size}×{macs_size} | {macs / 1e9:.3f} G |
+| depths / channels | {"-".join(map(str, backbone.depths))} / {"-".join(map(str, backbone.hidden_sizes))} |
 
 {metric}
 

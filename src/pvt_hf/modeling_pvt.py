@@ -254,7 +254,20 @@ def check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
         )
 
 
-class PvtPreTrainedModel(PreTrainedModel):
+class PvtLoadingMixin:
+    """Zero-copy safetensors loading can leave tensors at unaligned addresses, where CPU BLAS takes other kernels:
+    realign them, so a reloaded model computes bit-identically to the saved one (and at full speed)."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+        return model
+
+
+class PvtPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
     config_class = PvtConfig
     base_model_prefix = "pvt"
     main_input_name = "pixel_values"
@@ -262,16 +275,6 @@ class PvtPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["PvtBlock"]
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        # Zero-copy safetensors loading can leave tensors at unaligned addresses, where CPU BLAS takes other kernels:
-        # realign them so a reloaded model computes bit-identically to the saved one (and at full speed).
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.data_ptr() % 64:
-                tensor.data = tensor.data.clone()
-        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One saved folder serves every Auto class of the family, e.g. AutoBackbone on a classification checkpoint.
@@ -413,4 +416,4 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
         return outputs if return_dict else outputs.to_tuple()
 
 
-__all__ = ["PvtBackbone", "PvtForImageClassification", "PvtModel", "PvtPreTrainedModel"]
+__all__ = ["PvtBackbone", "PvtForImageClassification", "PvtLoadingMixin", "PvtModel", "PvtPreTrainedModel"]

@@ -1,0 +1,211 @@
+"""PVT for dense prediction: semantic segmentation (Semantic FPN, UperNet) and DETR / Deformable DETR detection.
+
+Semantic FPN is written here (transformers has none), with mmcv's module names so the official mmsegmentation
+weights map one to one; UperNet, DETR and Deformable DETR are transformers' own, taking `PvtBackbone`.
+Shipped as remote code next to saved models: relative imports only.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoBackbone
+from transformers.modeling_outputs import SemanticSegmenterOutput
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.deformable_detr.modeling_deformable_detr import DeformableDetrForObjectDetection
+from transformers.models.detr.modeling_detr import DetrForObjectDetection
+from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead
+
+from .configuration_pvt_heads import PvtDeformableDetrConfig, PvtDetrConfig, PvtSegmentationConfig
+from .modeling_pvt import PvtBackbone, PvtLoadingMixin
+
+
+def register_backbone(config) -> None:
+    """transformers' DETRs build their backbone through AutoBackbone, keyed by config class. Remote code loads the
+    config and the modeling files as separate modules, so the backbone config may be an instance of a twin of
+    `PvtConfig`: register whichever class it is (where pvt_hf is installed this is a no-op)."""
+    AutoBackbone.register(type(config.backbone_config), PvtBackbone, exist_ok=True)
+
+
+class ConvModule(nn.Module):
+    """Conv [-> BatchNorm -> ReLU], with mmcv ConvModule's parameter names (`conv`, `bn`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm_act: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not norm_act)
+        self.bn = nn.BatchNorm2d(out_channels) if norm_act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return F.relu(self.bn(x), inplace=True) if self.bn is not None else x
+
+
+class FpnNeck(nn.Module):
+    """FPN: 1x1 lateral convs to a common width, top-down nearest-neighbour upsampling and sums, 3x3 output convs."""
+
+    def __init__(self, in_channels: list[int], channels: int):
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels)
+        self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3) for _ in in_channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+        return [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)]
+
+
+class SemanticFpnHead(nn.Module):
+    """Semantic FPN's head (Kirillov et al.): per level, Conv3x3-BN-ReLU blocks each followed by 2x bilinear
+    upsampling until stride 4 (one block at strides 4 and 8); the levels are summed, then dropout and a 1x1
+    classifier."""
+
+    def __init__(self, config: PvtSegmentationConfig, num_levels: int):
+        super().__init__()
+        self.scale_heads = nn.ModuleList()
+        for level in range(num_levels):
+            layers = []
+            for k in range(max(1, level)):
+                layers.append(ConvModule(config.fpn_channels if k == 0 else config.hidden_size, config.hidden_size, 3, True))
+                if level > 0:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.dropout = nn.Dropout2d(config.classifier_dropout)
+        self.classifier = nn.Conv2d(config.hidden_size, config.num_labels, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        output = self.scale_heads[0](features[0])
+        for head, feature in zip(self.scale_heads[1:], features[1:]):  # odd sizes: the 2x steps may overshoot
+            output = output + F.interpolate(head(feature), size=output.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.dropout(output))
+
+
+class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
+    """PVT + Semantic FPN (the papers' ADE20K setup) or transformers' UperNet head. Logits at stride 4; the loss is
+    cross-entropy at the labels' resolution with `semantic_loss_ignore_index`, plus the optional auxiliary FCN loss."""
+
+    config_class = PvtSegmentationConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PvtBlock"]
+
+    def __init__(self, config: PvtSegmentationConfig):
+        super().__init__(config)
+        self.backbone = PvtBackbone(config.backbone_config)
+        channels = self.backbone.channels
+        if config.decode_head == "semantic_fpn":
+            self.neck = FpnNeck(channels, config.fpn_channels)
+            self.decode_head = SemanticFpnHead(config, len(channels))
+        else:
+            self.neck = None
+            self.decode_head = UperNetHead(config, in_channels=channels)
+        self.auxiliary_head = UperNetFCNHead(config, in_channels=channels) if config.use_auxiliary_head else None
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """As mmsegmentation: FPN convs Xavier-uniform, head convs Kaiming-normal (fan-out, ReLU), classifiers
+        normal(0, 0.01), BatchNorm 1/0. (The backbone keeps PVT's own initialisation.)"""
+        if isinstance(module, FpnNeck):
+            convs = [m.conv for m in [*module.lateral_convs, *module.fpn_convs]]
+            for conv in convs:
+                nn.init.xavier_uniform_(conv.weight)
+                nn.init.zeros_(conv.bias)
+        elif isinstance(module, (SemanticFpnHead, UperNetHead, UperNetFCNHead)):
+            for conv in module.modules():
+                if isinstance(conv, nn.Conv2d) and conv is not module.classifier:
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                    if conv.bias is not None:
+                        nn.init.zeros_(conv.bias)
+            nn.init.normal_(module.classifier.weight, 0.0, 0.01)
+            nn.init.zeros_(module.classifier.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | SemanticSegmenterOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        backbone_out = self.backbone(pixel_values, output_hidden_states=True, output_attentions=output_attentions)
+        features = list(backbone_out.feature_maps)
+        logits = self.decode_head(self.neck(features) if self.neck is not None else features)
+        loss = None
+        if labels is not None:
+            self._check_labels(labels, pixel_values)
+            loss = self._loss(logits, labels)
+            if self.auxiliary_head is not None:
+                loss = loss + self.config.auxiliary_loss_weight * self._loss(self.auxiliary_head(features), labels)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        output = SemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=backbone_out.hidden_states if output_hidden_states else None,
+            attentions=backbone_out.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, labels, ignore_index=self.config.semantic_loss_ignore_index)
+
+    def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
+        if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0] or labels.shape[-2:] != pixel_values.shape[-2:]:
+            raise ValueError(
+                f"labels must be label maps of shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
+                f"matching pixel_values {tuple(pixel_values.shape)}, got {tuple(labels.shape)}"
+            )
+        valid = labels[labels != self.config.semantic_loss_ignore_index]
+        if valid.numel() and (valid.min() < 0 or valid.max() >= self.config.num_labels):
+            raise ValueError(
+                f"labels hold class ids outside [0, {self.config.num_labels}) (found {valid.min().item()}..{valid.max().item()}); "
+                f"pixels to ignore must be {self.config.semantic_loss_ignore_index}"
+            )
+
+
+def check_detection_labels(labels: list[dict] | None, num_labels: int) -> None:
+    """DETR's matcher would fail deep inside (or index out of range) on bad targets: say what is wrong instead."""
+    for i, target in enumerate(labels or []):
+        classes, boxes = target["class_labels"], target["boxes"]
+        if classes.numel() and (classes.min() < 0 or classes.max() >= num_labels):
+            raise ValueError(f"labels[{i}]['class_labels'] holds ids outside [0, {num_labels}): {classes.tolist()}")
+        if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != classes.shape[0]:
+            raise ValueError(
+                f"labels[{i}]['boxes'] must have shape ({classes.shape[0]}, 4) (normalised cx, cy, w, h), got {tuple(boxes.shape)}"
+            )
+
+
+class PvtDetectionMixin(PvtLoadingMixin):
+    """PVT glue for transformers' DETR models: the backbone registration remote code needs, and target checks."""
+
+    def __init__(self, config):
+        register_backbone(config)
+        super().__init__(config)
+
+    def forward(self, pixel_values, pixel_mask=None, labels=None, **kwargs):
+        check_detection_labels(labels, self.config.num_labels)
+        return super().forward(pixel_values, pixel_mask=pixel_mask, labels=labels, **kwargs)
+
+
+class PvtForObjectDetection(PvtDetectionMixin, DetrForObjectDetection):
+    """DETR with a PVT backbone (v1 paper, Table 6): transformers' DETR transformer, Hungarian matcher, losses and
+    post-processing, with `PvtBackbone` in place of the ResNet."""
+
+    config_class = PvtDetrConfig
+
+
+class PvtDeformableDetrForObjectDetection(PvtDetectionMixin, DeformableDetrForObjectDetection):
+    """Multi-scale detection: transformers' Deformable DETR on PVT stages 2-4."""
+
+    config_class = PvtDeformableDetrConfig
+
+
+__all__ = ["PvtDeformableDetrForObjectDetection", "PvtForObjectDetection", "PvtForSemanticSegmentation"]
