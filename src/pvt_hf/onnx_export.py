@@ -66,18 +66,23 @@ class AdaptiveAvgPool2dAsMatmul(nn.Module):
 
 @contextlib.contextmanager
 def exportable(model: nn.Module):
-    """Temporarily swap every `nn.AdaptiveAvgPool2d` in `model` for `AdaptiveAvgPool2dAsMatmul`."""
-    swapped = []
-    for name, module in model.named_modules():
-        for child_name, child in module.named_children():
-            if isinstance(child, nn.AdaptiveAvgPool2d):
-                setattr(module, child_name, AdaptiveAvgPool2dAsMatmul(child.output_size))
-                swapped.append((module, child_name, child))
+    """`model` in eval mode, every `nn.AdaptiveAvgPool2d` swapped for `AdaptiveAvgPool2dAsMatmul`; restored after."""
+    training = model.training
+    model.eval()
+    swapped = [
+        (module, name, child)
+        for module in model.modules()
+        for name, child in module.named_children()
+        if isinstance(child, nn.AdaptiveAvgPool2d)
+    ]
+    for module, name, child in swapped:
+        setattr(module, name, AdaptiveAvgPool2dAsMatmul(child.output_size))
     try:
         yield model
     finally:
-        for module, child_name, child in swapped:
-            setattr(module, child_name, child)
+        for module, name, child in swapped:
+            setattr(module, name, child)
+        model.train(training)
 
 
 class _TensorOutputs(nn.Module):
@@ -109,7 +114,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     batch_size: int = 1,
 ) -> OnnxExport:
-    """Export `model` (eval mode, float32, on CPU) to `path`, traced at `height` x `width`.
+    """Export `model` to `path` (in eval mode; restored after), traced at `height` x `width`.
 
     With `dynamic`, batch, height and width are free in the graph (any input the model itself accepts; traced with
     batch 2, as torch.export specialises size-1 dimensions); otherwise the graph takes (`batch_size`, C, `height`,
@@ -118,25 +123,35 @@ def export_onnx(
     names = output_names(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _TensorOutputs(model).eval()
-    example = (torch.randn(2 if dynamic else batch_size, model.config.num_channels, height, width),)
-    common = dict(input_names=["pixel_values"], output_names=names, opset_version=opset, external_data=False)
-    try:
-        with exportable(model), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dim = torch.export.Dim.DYNAMIC
-            shapes = {"pixel_values": {0: dim, 2: dim, 3: dim}} if dynamic else None
-            torch.onnx.export(wrapper, example, path, dynamo=True, dynamic_shapes=shapes, verbose=False, **common)
-        return OnnxExport(path, "dynamo", dynamic, ["pixel_values"], names)
-    except Exception as error:  # noqa: BLE001 - any exporter failure: try the other exporter
-        warnings.warn(
-            f"torch.export-based ONNX export failed ({type(error).__name__}: {str(error)[:500]}); falling back to the "
-            f"TorchScript exporter, whose graph is fixed at input size {tuple(example[0].shape)}",
-            stacklevel=2,
-        )
-    with torch.no_grad():
-        torch.onnx.export(wrapper, example, path, dynamo=False, **common)
+    param = next(model.parameters())
+    like = dict(device=param.device, dtype=param.dtype)
+    channels = model.config.num_channels
+    with exportable(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer warnings
+        try:
+            example = torch.randn(2 if dynamic else batch_size, channels, height, width, **like)
+            _export(model, path, names, example, opset, dynamo=True, dynamic=dynamic)
+            return OnnxExport(path, "dynamo", dynamic, ["pixel_values"], names)
+        except Exception as error:  # noqa: BLE001 - any failure of this exporter: try the other one
+            failure = f"{type(error).__name__}: {str(error)[:500]}"
+        example = torch.randn(batch_size, channels, height, width, **like)
+        _export(model, path, names, example, opset, dynamo=False, dynamic=False)
+    warnings.warn(
+        f"torch.export-based ONNX export failed ({failure}); fell back to the TorchScript exporter, whose graph is "
+        f"fixed at input size {tuple(example.shape)}",
+        stacklevel=2,
+    )
     return OnnxExport(path, "torchscript", False, ["pixel_values"], names)
+
+
+def _export(model, path, names, example, opset, dynamo, dynamic):
+    dim = torch.export.Dim.DYNAMIC
+    shapes = {"dynamic_shapes": {"pixel_values": {0: dim, 2: dim, 3: dim}}} if dynamic else {}
+    with torch.no_grad():
+        torch.onnx.export(
+            _TensorOutputs(model), (example,), path, dynamo=dynamo, input_names=["pixel_values"], output_names=names,
+            opset_version=opset, external_data=False, verbose=False, **shapes,
+        )  # fmt: skip
 
 
 __all__ = ["AdaptiveAvgPool2dAsMatmul", "OnnxExport", "export_onnx", "exportable"]

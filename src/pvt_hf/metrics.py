@@ -1,0 +1,234 @@
+"""Evaluation metrics of the training scripts: top-1/top-5, COCO box AP (pycocotools' COCOeval), ADE20K mIoU.
+
+The classes are plain local accumulators (`update` per batch, `compute` at the end, `reset` between evaluations); they
+work offline (no `evaluate.load`) and leave the cross-process part to accelerate: gather with
+`accelerator.gather_for_metrics(...)` before `update` (tensors for classification / segmentation; for detection
+`gather_for_metrics(list_of_dicts, use_gather_object=True)`, which also drops the samples that the distributed sampler
+repeats to even out the last batch). `SegmentationMetric.merge` / `state_dict` add histograms accumulated elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+__all__ = ["ClassificationMetric", "CocoDetectionMetric", "SegmentationMetric", "results_with_prefix"]
+
+COCO_STAT_NAMES = (
+    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
+)  # fmt: skip  # the order of COCOeval.stats
+
+
+def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    """Tensor (any device) / array / list -> numpy array, so that gathered CPU copies and GPU outputs mix freely."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+class ClassificationMetric:
+    """Top-k accuracy over all samples seen (counts, not a mean of batch means, so uneven batches weigh right)."""
+
+    def __init__(self, top_k: Sequence[int] = (1, 5)) -> None:
+        self.top_k = tuple(int(k) for k in top_k)
+        self.reset()
+
+    def reset(self) -> None:
+        self.correct = {k: 0 for k in self.top_k}
+        self.count = 0
+
+    @staticmethod
+    def key(k: int) -> str:
+        return "accuracy" if k == 1 else f"top{k}_accuracy"
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """(N, C) logits and (N,) class ids, or (N, C) soft / one-hot labels (mixup, cutmix) reduced by argmax."""
+        logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
+        if labels.ndim == 2:
+            labels = labels.argmax(-1)
+        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+            shapes = f"{tuple(logits.shape)} and {tuple(labels.shape)}"
+            raise ValueError(f"expected (N, C) logits and (N,) labels, got {shapes}")
+        top = logits.topk(min(max(self.top_k), logits.shape[1]), dim=-1).indices  # k clipped to C: top-k of C < k is 1
+        hits = top == labels.to(top.device, torch.long)[:, None]
+        for k in self.top_k:
+            self.correct[k] += int(hits[:, :k].any(-1).sum())
+        self.count += labels.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        return {self.key(k): self.correct[k] / self.count if self.count else math.nan for k in self.top_k}
+
+
+class CocoDetectionMetric:
+    """COCO box AP / AR with pycocotools' COCOeval on boxes in absolute pixels (the numbers papers report).
+
+    Image ids are internal and sequential, so updates never collide; a target's "image_id" only serves to drop
+    repeats (distributed padding gathered with plain `gather_object`), which are skipped with a warning.
+    With `id2label`, `compute` also returns `map_{name}` and `mar_100_{name}` per ground-truth category, like
+    transformers' object-detection example.
+    """
+
+    def __init__(self, id2label: Mapping[int, str] | None = None) -> None:
+        self.id2label = {int(k): v for k, v in id2label.items()} if id2label is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        self.images: list[dict] = []
+        self.gt: list[dict] = []
+        self.dt: list[dict] = []
+        self.seen_ids: set[int] = set()
+
+    def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]) -> None:
+        """predictions[i]: boxes (K, 4) xyxy, scores, labels; targets[i]: boxes (M, 4) xyxy, labels, optional
+        iscrowd, area (same pixel scale as the boxes; defaults to the box area), image_id."""
+        if len(predictions) != len(targets):
+            raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+        repeats = 0
+        for pred, target in zip(predictions, targets):
+            if target.get("image_id") is not None:
+                original = int(_numpy(target["image_id"], np.int64).reshape(-1)[0])
+                if original in self.seen_ids:
+                    repeats += 1
+                    continue
+                self.seen_ids.add(original)
+            image_id = len(self.images) + 1
+            self.images.append({"id": image_id})
+            boxes = _numpy(target["boxes"]).reshape(-1, 4)
+            wh = boxes[:, 2:] - boxes[:, :2]
+            n = len(boxes)
+            area = _numpy(target["area"]).reshape(-1) if target.get("area") is not None else wh.prod(1)
+            crowd = np.zeros(n) if target.get("iscrowd") is None else _numpy(target["iscrowd"], np.int64).reshape(-1)
+            labels = _numpy(target["labels"], np.int64).reshape(-1)
+            for box, size, label, a, c in zip(boxes, wh, labels, area, crowd):
+                bbox = [float(box[0]), float(box[1]), float(size[0]), float(size[1])]
+                # ids start at 1: COCOeval takes a matched id of 0 for "unmatched"
+                self.gt.append({"id": len(self.gt) + 1, "image_id": image_id, "category_id": int(label), "bbox": bbox,
+                                "area": float(a), "iscrowd": int(c)})  # fmt: skip
+            boxes, scores = _numpy(pred["boxes"]).reshape(-1, 4), _numpy(pred["scores"]).reshape(-1)
+            for box, score, label in zip(boxes, scores, _numpy(pred["labels"], np.int64).reshape(-1)):
+                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                self.dt.append({"id": len(self.dt) + 1, "image_id": image_id, "category_id": int(label),
+                                "bbox": [float(box[0]), float(box[1]), w, h], "score": float(score), "area": w * h,
+                                "iscrowd": 0})  # fmt: skip
+        if repeats:
+            warnings.warn(f"CocoDetectionMetric: skipped {repeats} image(s) whose image_id was already evaluated")
+
+    def compute(self) -> dict[str, float]:
+        """COCOeval(iouType="bbox") summary; entries COCOeval sets to -1 (no ground truth in that range) stay -1."""
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        if not self.images:
+            return dict.fromkeys(COCO_STAT_NAMES, -1.0)
+        cat_ids = {a["category_id"] for a in self.gt + self.dt} | set(self.id2label or ())
+        categories = [{"id": c, "name": str(c)} for c in sorted(cat_ids)]
+        coco_gt, coco_dt = COCO(), COCO()
+        coco_gt.dataset = {"images": self.images, "annotations": self.gt, "categories": categories}
+        coco_dt.dataset = {"images": self.images, "annotations": self.dt, "categories": categories}
+        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
+            coco_gt.createIndex()
+            coco_dt.createIndex()  # built by hand: COCO.loadRes fails on an empty list and copies the boxes again
+            evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        results = {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+        if self.id2label is not None:
+            # precision: (iou, recall, category, area, max dets); recall: (iou, category, area, max dets); area 0 = all
+            precision, recall = evaluator.eval["precision"][:, :, :, 0, -1], evaluator.eval["recall"][:, :, 0, -1]
+            gt_cats = {a["category_id"] for a in self.gt}
+            for i, cat in enumerate(evaluator.params.catIds):
+                if cat not in gt_cats:
+                    continue
+                p, r = precision[:, :, i], recall[:, i]
+                name = self.id2label.get(cat, str(cat))
+                results[f"map_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+                results[f"mar_100_{name}"] = float(r[r > -1].mean()) if (r > -1).any() else -1.0
+        return results
+
+
+class SegmentationMetric:
+    """mIoU / mAcc / aAcc as mmsegmentation computes them for ADE20K, from per-class pixel histograms.
+
+    Per class: IoU = intersection / union (NaN only when the class is in neither labels nor predictions; a class
+    predicted but absent from the labels scores 0), Acc = intersection / label area (NaN when absent from the labels);
+    means are nanmeans, aAcc = sum(intersection) / sum(label area). Labels must already be reduced (ADE20K's
+    0 = "other" -> ignore_index, as the segmentation image processor's `do_reduce_labels` does).
+    Pixels whose label is ignore_index are skipped; prediction or label ids outside [0, num_labels) count in no bin.
+    """
+
+    KEYS = ("area_intersect", "area_union", "area_pred", "area_label")
+
+    def __init__(self, num_labels: int, ignore_index: int = 255) -> None:
+        self.num_labels, self.ignore_index = int(num_labels), int(ignore_index)
+        self.reset()
+
+    def reset(self) -> None:
+        for key in self.KEYS:
+            setattr(self, key, torch.zeros(self.num_labels, dtype=torch.int64))
+
+    def _bincount(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[(x >= 0) & (x < self.num_labels)]
+        return torch.bincount(x, minlength=self.num_labels)
+
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        """(N, H, W) (or (H, W)) predicted and true class ids; histograms stay on the inputs' device until compute."""
+        predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
+        if predictions.shape != labels.shape:
+            raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
+        labels = labels.to(predictions.device, torch.int64)
+        mask = labels != self.ignore_index
+        pred, label = predictions.to(torch.int64)[mask], labels[mask]
+        intersect = self._bincount(pred[pred == label])
+        area_pred, area_label = self._bincount(pred), self._bincount(label)
+        for key, value in zip(self.KEYS, (intersect, area_pred + area_label - intersect, area_pred, area_label)):
+            setattr(self, key, getattr(self, key).to(value.device) + value)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The four (num_labels,) int64 histograms: sum them across processes (e.g. `accelerator.reduce(t, "sum")`)."""
+        return {key: getattr(self, key) for key in self.KEYS}
+
+    def merge(self, other: SegmentationMetric | Mapping[str, torch.Tensor]) -> SegmentationMetric:
+        """Add another accumulator's histograms (a metric or its `state_dict`) to this one, in place."""
+        state = other.state_dict() if isinstance(other, SegmentationMetric) else other
+        for key in self.KEYS:
+            mine = getattr(self, key)
+            if state[key].shape != mine.shape:
+                raise ValueError(f"{key}: shape {tuple(state[key].shape)} does not match {tuple(mine.shape)}")
+            setattr(self, key, mine + torch.as_tensor(state[key]).to(mine.device, torch.int64))
+        return self
+
+    def compute(self) -> dict[str, Any]:
+        intersect, union, _, label = (getattr(self, key).cpu().double().numpy() for key in self.KEYS)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou, acc = intersect / union, intersect / label
+            overall = intersect.sum() / label.sum()
+        with warnings.catch_warnings():  # nanmean of all-NaN (nothing evaluated) is NaN, without a RuntimeWarning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_iou, mean_acc = float(np.nanmean(iou)), float(np.nanmean(acc))
+        return {"mean_iou": mean_iou, "mean_accuracy": mean_acc, "overall_accuracy": float(overall),
+                "per_category_iou": iou.tolist(), "per_category_accuracy": acc.tolist()}  # fmt: skip
+
+
+def results_with_prefix(metrics: Mapping[str, Any], prefix: str = "eval_") -> dict[str, float]:
+    """`compute()` output -> the flat scalar keys transformers' examples write to all_results.json (eval_accuracy,
+    eval_map_50, eval_mean_iou, ...). Lists and other non-scalars (per_category_iou / _accuracy) are dropped: they
+    are per-class detail, not results; keys that already carry the prefix keep it once."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[key if key.startswith(prefix) else prefix + key] = float(value)
+    return out

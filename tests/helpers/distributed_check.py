@@ -1,0 +1,53 @@
+"""Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2`: trains the classification example
+for a few steps with DDP on the streamed embedded dataset and records, per rank, what it read, its final parameters,
+the distributed evaluation and (rank 0) a single-process evaluation of the same model on the whole split."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
+import run_image_classification as script  # noqa: E402
+
+from pvt_hf import data, training  # noqa: E402
+from pvt_hf.metrics import ClassificationMetric  # noqa: E402
+
+
+out = Path(sys.argv[1])
+record = {}
+shard = data.shard_for_process
+
+
+def recording_shard(dataset, rank, world_size):
+    part = shard(dataset, rank, world_size)
+    record.setdefault("shards", []).append(sorted(example["image"]["path"] for example in part))
+    return part
+
+
+finish = training.finish
+
+
+def recording_finish(accelerator, model, processor, args, metrics, task, skipped):
+    unwrapped = accelerator.unwrap_model(model)
+    torch.save({k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}, out / f"params-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:  # the same model and data, evaluated by one process alone
+        metric = ClassificationMetric()
+        processor_ = script.classification_eval_processor(args.image_size)
+        full = data.SkipCorrupt(data.load_task_dataset("classification", None, args.eval_split), "classification")
+        images, labels = zip(*[(e["image"], e["label"]) for e in full])
+        with torch.no_grad():
+            logits = unwrapped.eval()(pixel_values=processor_(list(images), return_tensors="pt").pixel_values).logits
+        metric.update(logits, torch.tensor(labels))
+        record["single_process"] = metric.compute()
+    record["distributed"] = metrics
+    record["rank"], record["world_size"] = accelerator.process_index, accelerator.num_processes
+    return finish(accelerator, model, processor, args, metrics, task, skipped)
+
+
+data.shard_for_process = recording_shard
+training.finish = recording_finish
+script.main(["--output_dir", str(out / "run"), "--max_train_steps", "6", "--per_device_train_batch_size", "16",
+             "--max_train_samples", "256"])  # fmt: skip
+(out / f"record-{record['rank']}.json").write_text(json.dumps(record))
