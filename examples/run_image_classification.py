@@ -18,7 +18,6 @@ import torch
 from accelerate.utils import gather_object, set_seed
 from transformers import AutoModelForImageClassification
 
-import pvt_hf
 from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, data, training
 from pvt_hf.metrics import ClassificationMetric, results_with_prefix
 from pvt_hf.transforms import ClassificationTrainTransform, classification_eval_processor, mixup_cutmix, soft_target_cross_entropy
@@ -72,14 +71,7 @@ def main(argv=None):
     accelerator = training.make_accelerator(args)
     set_seed(args.seed)
     columns = {k: v for k, v in {"image": args.image_column, "label": args.label_column}.items() if v}
-    load = dict(streaming=args.streaming, columns=columns or None)
-    train_set = data.load_task_dataset("classification", args.dataset_name, args.train_split, **load)
-    eval_set = data.load_task_dataset("classification", args.dataset_name, args.eval_split, **load)
-    id2label = training.require_labels(data.label_names("classification", train_set), "classification")
-    train_set = data.shard_for_process(train_set, accelerator.process_index, accelerator.num_processes)
-    eval_set = data.shard_for_process(eval_set, accelerator.process_index, accelerator.num_processes)
-    train_stream = data.SkipCorrupt(train_set, "classification")
-    eval_stream = data.SkipCorrupt(eval_set, "classification")
+    train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "classification", columns=columns or None)
 
     model = build_model(args, id2label)
     transform = ClassificationTrainTransform(
@@ -116,11 +108,7 @@ def main(argv=None):
     model = training.fit(accelerator, args, model, train_set, batches, compute_loss, "pvt_image_classification")
 
     metrics = evaluate(accelerator, model, eval_stream, processor, args)
-    skipped = sum(gather_object([train_stream.skipped + eval_stream.skipped]))
-    accelerator.print(f"eval: {metrics} (skipped corrupt samples: {skipped})")
-    training.finish(accelerator, model, processor, args, metrics, "image-classification", skipped)
-    accelerator.end_training()
-    return metrics
+    return training.conclude(accelerator, model, processor, args, metrics, "image-classification", (train_stream, eval_stream))
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@
 Defaults follow the PVT+DETR setup (v1 paper, Table 6): AdamW lr 1e-4, weight decay 1e-4, 50 epochs with the
 learning rate divided by 10 at epoch 33, gradient clipping 0.1, random horizontal flip and multi-scale resize (shorter
 side 480..800, longer at most 1333), DETR's losses and Hungarian matching. Evaluation: COCO box AP by pycocotools.
-With no --dataset_name, a synthetic shapes dataset (COCO format, generated once) trains a small DETR in minutes.
+With no --dataset_name, a synthetic shapes dataset (COCO format, generated once) trains a small Deformable DETR
+(plain DETR needs far longer schedules to stop predicting one mean box per query) in minutes.
 """
 
 import argparse
@@ -21,7 +22,6 @@ from transformers import AutoModelForObjectDetection
 
 from pvt_hf import (
     DETECTION_PRESETS,
-    PvtConfig,
     PvtDeformableDetrConfig,
     PvtDeformableDetrForObjectDetection,
     PvtDetrConfig,
@@ -39,7 +39,7 @@ RECIPE = dict(
     num_train_epochs=50, batch_size=2, max_grad_norm=0.1, output_dir="pvt-object-detection",
 )  # fmt: skip
 EMBEDDED_PROFILE = dict(
-    model_name_or_path="pvt-v2-b0-detr-coco", image_size=128, learning_rate=5e-4, num_train_epochs=40,
+    model_name_or_path="pvt-v2-b0-deformable-detr-coco", image_size=128, learning_rate=5e-4, num_train_epochs=20,
     per_device_train_batch_size=8, per_device_eval_batch_size=16, max_grad_norm=1.0, min_scale=96,
     transformer_size="small",
 )  # fmt: skip
@@ -84,13 +84,7 @@ def main(argv=None):
     accelerator = training.make_accelerator(args)
     set_seed(args.seed)
     columns = {"image": args.image_column} if args.image_column else None
-    load = dict(streaming=args.streaming, columns=columns, bbox_format=args.bbox_format)
-    train_set = data.load_task_dataset("detection", args.dataset_name, args.train_split, **load)
-    eval_set = data.load_task_dataset("detection", args.dataset_name, args.eval_split, **load)
-    id2label = training.require_labels(data.label_names("detection", train_set), "detection")
-    train_set = data.shard_for_process(train_set, accelerator.process_index, accelerator.num_processes)
-    eval_set = data.shard_for_process(eval_set, accelerator.process_index, accelerator.num_processes)
-    train_stream, eval_stream = data.SkipCorrupt(train_set, "detection"), data.SkipCorrupt(eval_set, "detection")
+    train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "detection", columns=columns, bbox_format=args.bbox_format)
 
     model = build_model(args, id2label)
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
@@ -121,11 +115,7 @@ def main(argv=None):
     model = training.fit(accelerator, args, model, train_set, batches, compute_loss, "pvt_object_detection")
 
     metrics = evaluate(accelerator, model, eval_stream, processor, args, id2label)
-    skipped = sum(gather_object([train_stream.skipped + eval_stream.skipped]))
-    accelerator.print(f"eval: {metrics} (skipped corrupt samples: {skipped})")
-    training.finish(accelerator, model, processor, args, metrics, "object-detection", skipped)
-    accelerator.end_training()
-    return metrics
+    return training.conclude(accelerator, model, processor, args, metrics, "object-detection", (train_stream, eval_stream))
 
 
 @torch.no_grad()
@@ -137,7 +127,11 @@ def evaluate(accelerator, model, eval_stream, processor, args, id2label) -> dict
     def run(batch):
         inputs = processor([example["image"] for example in batch], return_tensors="pt")
         outputs = model(pixel_values=inputs.pixel_values.to(accelerator.device), pixel_mask=inputs.pixel_mask.to(accelerator.device))
-        sizes = [(example["image"].height, example["image"].width) for example in batch]
+        # predictions are relative to the padded batch canvas (as transformers' DETR targets are): scale the canvas
+        # by each image's original / resized size to get boxes in original pixels
+        canvas_h, canvas_w = inputs.pixel_mask.shape[-2:]
+        resized = [(int(mask.any(1).sum()), int(mask.any(0).sum())) for mask in inputs.pixel_mask]
+        sizes = [(canvas_h * e["image"].height / h, canvas_w * e["image"].width / w) for e, (h, w) in zip(batch, resized)]
         for result in processor.post_process_object_detection(outputs, threshold=args.eval_threshold, target_sizes=sizes):
             predictions.append({k: v.cpu() for k, v in result.items()})
         for example in batch:

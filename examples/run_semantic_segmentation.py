@@ -31,8 +31,9 @@ RECIPE = dict(
     model="pvt-v2-b0-semantic-fpn-ade20k", image_size=512, learning_rate=1e-4, weight_decay=1e-4, lr_scheduler="poly",
     num_train_epochs=1, batch_size=4, output_dir="pvt-semantic-segmentation",
 )  # fmt: skip
-EMBEDDED_PROFILE = dict(
-    image_size=128, learning_rate=1e-3, num_train_epochs=25, per_device_train_batch_size=8, per_device_eval_batch_size=1,
+EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels): see --reduce_labels
+    image_size=128, learning_rate=1e-3, num_train_epochs=20, per_device_train_batch_size=8, per_device_eval_batch_size=1,
+    reduce_labels=False,
 )  # fmt: skip
 
 
@@ -63,13 +64,9 @@ def main(argv=None):
     accelerator = training.make_accelerator(args)
     set_seed(args.seed)
     columns = {k: v for k, v in {"image": args.image_column, "annotation": args.annotation_column}.items() if v}
-    load = dict(streaming=args.streaming, columns=columns or None)
-    train_set = data.load_task_dataset("segmentation", args.dataset_name, args.train_split, **load)
-    eval_set = data.load_task_dataset("segmentation", args.dataset_name, args.eval_split, **load)
-    id2label = training.require_labels(data.label_names("segmentation", train_set), "segmentation")
-    train_set = data.shard_for_process(train_set, accelerator.process_index, accelerator.num_processes)
-    eval_set = data.shard_for_process(eval_set, accelerator.process_index, accelerator.num_processes)
-    train_stream, eval_stream = data.SkipCorrupt(train_set, "segmentation"), data.SkipCorrupt(eval_set, "segmentation")
+    train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "segmentation", columns=columns or None)
+    if not args.reduce_labels:  # label v keeps id v, so 0 ("other" in ADE20K's convention) is a class of its own
+        id2label = {0: "other", **{k + 1: v for k, v in id2label.items()}}
 
     model = build_model(args, id2label)
     transform = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, seed=args.seed + accelerator.process_index)
@@ -96,12 +93,8 @@ def main(argv=None):
     model = training.fit(accelerator, args, model, train_set, batches, compute_loss, "pvt_semantic_segmentation")
 
     metrics = evaluate(accelerator, model, eval_stream, args, len(id2label), ignore)
-    skipped = sum(gather_object([train_stream.skipped + eval_stream.skipped]))
-    accelerator.print(f"eval: {metrics} (skipped corrupt samples: {skipped})")
     processor = PvtSegmentationImageProcessor(size={"height": args.image_size, "width": args.image_size}, do_reduce_labels=args.reduce_labels)
-    training.finish(accelerator, model, processor, args, metrics, "image-segmentation", skipped)
-    accelerator.end_training()
-    return metrics
+    return training.conclude(accelerator, model, processor, args, metrics, "image-segmentation", (train_stream, eval_stream))
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ def test_sigkill_between_checkpoints_then_resume_is_exact(tmp_path):
     assert state["step"] == int(last.name.removeprefix("checkpoint-")) >= 12
     scheduler = torch.load(last / "scheduler.bin", weights_only=False)
     assert scheduler["last_epoch"] == state["step"]  # the learning rate continues where it was
-    result = run_script("run_image_classification.py", killed, *QUICK, "--resume_from_checkpoint", "latest")
+    run_script("run_image_classification.py", killed, *QUICK, "--resume_from_checkpoint", "latest")
     from safetensors.torch import load_file
 
     resumed, uninterrupted = load_file(killed / "model.safetensors"), load_file(reference / "model.safetensors")

@@ -5,7 +5,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .configuration_pvt import PvtConfig
 from .conversion import preset_for
 
 

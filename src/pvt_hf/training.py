@@ -276,5 +276,29 @@ def fit(accelerator: Accelerator, args, model, train_set, batches, compute_loss,
     return model
 
 
+def load_streams(accelerator: Accelerator, args, task: str, **load):
+    """The train and eval sets of `task` (this process's disjoint shards), wrapped to skip corrupt samples, and the
+    class names. Returns (train_set, train_stream, eval_stream, id2label)."""
+    from . import data
+
+    train_set = data.load_task_dataset(task, args.dataset_name, args.train_split, streaming=args.streaming, **load)
+    eval_set = data.load_task_dataset(task, args.dataset_name, args.eval_split, streaming=args.streaming, **load)
+    id2label = require_labels(data.label_names(task, train_set), task)
+    train_set = data.shard_for_process(train_set, accelerator.process_index, accelerator.num_processes)
+    eval_set = data.shard_for_process(eval_set, accelerator.process_index, accelerator.num_processes)
+    return train_set, data.SkipCorrupt(train_set, task), data.SkipCorrupt(eval_set, task), id2label
+
+
+def conclude(accelerator: Accelerator, model, processor, args, metrics: dict, task: str, streams) -> dict:
+    """Report the metrics and the corrupt samples skipped by all processes, write the output folder, end trackers."""
+    from accelerate.utils import gather_object
+
+    skipped = sum(gather_object([sum(stream.skipped for stream in streams)]))
+    accelerator.print(f"eval: {metrics} (skipped corrupt samples: {skipped})")
+    finish(accelerator, model, processor, args, metrics, task, skipped)
+    accelerator.end_training()
+    return metrics
+
+
 def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

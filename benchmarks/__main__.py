@@ -1,0 +1,4 @@
+from .harness import main
+
+
+raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""``python -m benchmarks``: throughput and peak memory of pvt_hf (eager and compiled) against transformers' own PVT
+(and timm's, where timm imports), for each preset and input shape, on the same weights.
+
+Per preset: one set of weights (pvt_hf's initialisation) saved once; per input shape: every reference is checked
+against pvt_hf on that weight set before any timing (max |difference| <= 1e-4, float32); then every implementation and
+mode is measured in its own process (see `benchmarks.worker`). Results: ``results.json`` (every raw number and the
+machine) and ``results.md`` (tables with ratios) in ``--output``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .common import IMPLS, OURS, REFERENCES, ROOT, canonical_weights, compare_with_pvt_hf, machine_info, parse_shape
+from .common import task_for
+from .worker import RESULT_PREFIX, safe_measure
+
+
+DEFAULT_PRESETS = ["pvt-small", "pvt-v2-b0", "pvt-v2-b2", "pvt-v2-b2-li"]
+DEFAULT_SHAPES = ["8x224x224", "2x512x512", "1x800x1216"]
+CUDA_EXTRA_SHAPES = ["64x224x224"]
+QUICK = dict(presets=["pvt-v2-b0"], shapes=["2x64x64"], impls=["pvt_hf", "transformers"], repeats=1, warmup=1)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
+    parser.add_argument("--shapes", nargs="+", help=f"BATCHxHEIGHTxWIDTH (default {' '.join(DEFAULT_SHAPES)}, "
+                        f"plus {' '.join(CUDA_EXTRA_SHAPES)} on cuda)")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", choices=["inference", "train"], default=["inference", "train"])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1; the first compiles)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); on a "
+                        "machine other work shares, 1 avoids threads waiting on a busy core")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK}")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process instead of one process per measurement: faster to start, but "
+                        "CPU memory peaks are then shared between measurements")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    if args.shapes is None:
+        args.shapes = DEFAULT_SHAPES + (CUDA_EXTRA_SHAPES if args.device == "cuda" else [])
+    for shape in args.shapes:
+        parse_shape(shape)
+    if args.warmup < 1 or args.repeats < 1:
+        parser.error("--warmup and --repeats must be >= 1")
+    return args
+
+
+def run_isolated(spec: dict) -> dict:
+    """`safe_measure(spec)` in a fresh Python process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    keys = ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")
+    error = f"worker exited with {done.returncode}: {done.stderr[-2000:]}"
+    return {**{k: spec[k] for k in keys}, "status": "error", "error": error}
+
+
+def check_references(args, preset, weights, height, width) -> dict:
+    """Per reference implementation: its agreement with pvt_hf, or why it was skipped."""
+    checks, task = {}, task_for(height, width)
+    for impl in (i for i in args.impls if i in REFERENCES):
+        try:
+            checks[impl] = compare_with_pvt_hf(impl, preset, task, weights, height, width, args.device)
+        except (ImportError, ValueError) as error:  # timm absent (it needs torchvision) or without this variant
+            checks[impl] = {"skipped": f"{type(error).__name__}: {error}"}
+        except Exception as error:  # noqa: BLE001 - a reference that fails is a result, not the end of the run
+            checks[impl] = {"error": f"{type(error).__name__}: {error}"[:2000], "passed": False}
+    return checks
+
+
+def run(args) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
+    results, checks = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            weights = canonical_weights(preset)
+            weights_path = Path(tmp) / f"{preset}.pt"
+            torch.save(weights, weights_path)
+            for shape in args.shapes:
+                batch, height, width = parse_shape(shape)
+                task = task_for(height, width)
+                found = check_references(args, preset, weights, height, width)
+                checks += [{"preset": preset, "shape": shape, "task": task, "impl": k, **v} for k, v in found.items()]
+                for impl in args.impls:
+                    if impl in REFERENCES and not found[impl].get("passed"):
+                        print(f"[{preset} {shape}] {impl}: not timed ({found[impl]})", flush=True)
+                        continue
+                    for mode in args.modes:
+                        spec = dict(preset=preset, task=task, impl=impl, mode=mode, batch=batch, height=height,
+                                    width=width, warmup=args.warmup, repeats=args.repeats, device=args.device,
+                                    dtype=args.dtype, threads=args.threads, weights=str(weights_path))  # fmt: skip
+                        result = safe_measure(spec) if args.in_process else run_isolated(spec)
+                        results.append({"shape": shape, **result})
+                        print(summary_line(results[-1]), flush=True)
+    return {
+        "machine": machine_info(args.device),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "checks": checks,
+        "results": results,
+        "ratios": ratios(results),
+    }
+
+
+def summary_line(result: dict) -> str:
+    head = f"[{result['preset']} {result['shape']} {result['mode']}] {result['impl']}:"
+    if result["status"] != "ok":
+        return f"{head} {result['status']}: {result['error'][:300]}"
+    return f"{head} {result['images_per_s']:.2f} img/s, peak {result['peak_memory_mb']:.0f} MB"
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """pvt_hf (eager, compiled) against each reference, per preset, shape and mode: speed = reference step time /
+    ours (> 1: we are faster), memory = ours / reference (< 1: we use less)."""
+    ok = {(r["preset"], r["shape"], r["mode"], r["impl"]): r for r in results if r["status"] == "ok"}
+    rows = []
+    for (preset, shape, mode, impl), ours in ok.items():
+        for reference in REFERENCES:
+            theirs = ok.get((preset, shape, mode, reference))
+            if impl in OURS and theirs is not None:
+                rows.append({
+                    "preset": preset, "shape": shape, "mode": mode, "impl": impl, "reference": reference,
+                    "speed_ratio": theirs["median_step_s"] / ours["median_step_s"],
+                    "memory_ratio": ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9),
+                })  # fmt: skip
+    return rows
+
+
+def markdown(report: dict) -> str:
+    machine, settings = report["machine"], report["settings"]
+    return "\n".join([
+        "# PVT benchmark: pvt_hf vs reference implementations",
+        "",
+        f"{machine['date']} · {machine.get('gpu', machine['cpu'])} · {machine['cpu_count']} CPUs "
+        f"({machine['torch_threads']} torch threads) · torch {machine['torch']} · transformers "
+        f"{machine['transformers']} · {settings['device']} {settings['dtype']} · median of {settings['repeats']} "
+        f"steps after {settings['warmup']} warm-up",
+        "",
+        "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = reference step "
+        "time / pvt_hf step time (> 1: pvt_hf faster); memory ratio = pvt_hf peak / reference peak (< 1: pvt_hf "
+        "smaller). Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
+        "is held between steps (CPU: resident set, one process per measurement).",
+        "",
+        *_results_table(report),
+        "",
+        "Output checks (pvt_hf vs reference, same weights, one image at the benchmark size, float32):",
+        "",
+        *_checks_table(report["checks"]),
+    ]) + "\n"  # fmt: skip
+
+
+def _results_table(report: dict) -> list[str]:
+    references = sorted({r["reference"] for r in report["ratios"]}, key=REFERENCES.index)
+    ratio = {(r["preset"], r["shape"], r["mode"], r["impl"], r["reference"]): r for r in report["ratios"]}
+    columns = ["preset", "input", "task", "mode", "impl", "img/s", "peak MB", "step MB"]
+    columns += [f"{kind} vs {ref}" for ref in references for kind in ("speed", "memory")] + ["notes"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 5 + "---:|" * (len(columns) - 6) + "---|"]
+    presets, shapes = report["settings"]["presets"], report["settings"]["shapes"]
+
+    def order(r):  # the command line's order, every implementation of one mode together
+        return presets.index(r["preset"]), shapes.index(r["shape"]), r["mode"], IMPLS.index(r["impl"])
+
+    for r in sorted(report["results"], key=order):
+        cells = [r["preset"], r["shape"], r["task"], r["mode"], r["impl"]]
+        if r["status"] != "ok":
+            error = r["error"][:120].replace("|", "/").replace("\n", " ")
+            lines.append("| " + " | ".join(cells + ["-"] * (len(columns) - 6) + [error]) + " |")
+            continue
+        cells += [f"{r['images_per_s']:.2f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_memory_mb']:.0f}"]
+        for ref in references:
+            found = ratio.get((r["preset"], r["shape"], r["mode"], r["impl"], ref))
+            cells += [f"{found['speed_ratio']:.2f}", f"{found['memory_ratio']:.2f}"] if found else ["-", "-"]
+        notes = [f"compile {r['compile_s']:.0f} s"] if "compile_s" in r else []
+        notes += [f"max diff vs eager {r['max_abs_diff_vs_eager']:.1e}"] if "max_abs_diff_vs_eager" in r else []
+        lines.append("| " + " | ".join(cells + [", ".join(notes)]) + " |")
+    return lines
+
+
+def _checks_table(checks: list[dict]) -> list[str]:
+    lines = ["| preset | input | reference | compared | max abs diff | passed |", "|---|---|---|---|---:|---|"]
+    for c in checks:
+        head = f"| {c['preset']} | {c['shape']} | {c['impl']} |"
+        if "compared" in c:
+            lines.append(f"{head} {c['compared']} | {c['max_abs_diff']:.1e} | {c['passed']} |")
+        else:
+            why = f"skipped: {c['skipped']}" if "skipped" in c else f"error: {c['error']}"
+            lines.append(f"{head} - | - | {why[:120].replace('|', '/').replace(chr(10), ' ')} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(report, indent=1))
+    (args.output / "results.md").write_text(markdown(report))
+    print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
+    failed = [c for c in report["checks"] if c.get("passed") is False]
+    return 1 if failed else 0

@@ -1,0 +1,167 @@
+"""One measurement: one implementation, one mode, one preset and input shape.
+
+The harness runs each in a fresh process (``python -m benchmarks.worker SPEC_JSON``) so that the CPU's peak resident
+memory belongs to this measurement alone; the result is printed as one ``RESULT {json}`` line.
+"""
+
+import ctypes
+import gc
+import json
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from .common import build, loss_fn
+
+
+RESULT_PREFIX = "RESULT "
+
+
+class PeakMemory:
+    """Peak memory of the timed steps, as two numbers (MB):
+
+    - ``peak_memory_mb``: above a baseline taken after the model is built and before the input exists: everything the
+      benchmark adds to the weights (input, activations, gradients, optimizer state);
+    - ``step_memory_mb``: above what is held between steps after the warm-up: the transient memory of one step,
+      without one-off state (optimizer state, and on CPU what torch.compile keeps of its work).
+
+    CUDA: the caching allocator's counters. CPU: the resident set; the high-water mark (VmHWM) is reset after the
+    warm-up through /proc/self/clear_refs, and freed heap memory returned to the system (malloc_trim) before each
+    reading, so the resident set tracks live memory."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.method = "torch.cuda.max_memory_allocated" if self.cuda else "VmHWM"
+        self.baseline = self._current()
+
+    def _current(self) -> int:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.memory_allocated()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+        return _proc_status_bytes("VmRSS")
+
+    def start_peak(self) -> None:
+        """Call after the warm-up."""
+        self.held = self._current()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
+            self.method = "VmHWM reset after warm-up"
+        except OSError:  # the high-water mark then includes the warm-up (and compilation)
+            self.method = "VmHWM including warm-up"
+
+    def readings(self) -> dict:
+        peak = torch.cuda.max_memory_allocated() if self.cuda else _proc_status_bytes("VmHWM")
+        return {
+            "peak_memory_mb": (peak - self.baseline) / 2**20,
+            "step_memory_mb": (peak - self.held) / 2**20,
+            "memory_method": self.method,
+        }
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def make_step(model, spec: dict, pixels: torch.Tensor, device: torch.device):
+    """A closure running one inference forward, or one training step (forward, backward, AdamW)."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if spec["dtype"] == "bf16" else nullcontext()
+    if spec["mode"] == "inference":
+
+        def step():
+            with torch.inference_mode(), autocast:
+                return model(pixels)
+
+        return step
+    labels = torch.randint(0, 1000, (pixels.shape[0],), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_fn(model(pixels), labels, spec["task"])
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def measure(spec: dict) -> dict:
+    """Throughput and peak memory of `spec` (keys: impl, mode, preset, task, batch, height, width, warmup, repeats,
+    device, dtype, threads, weights)."""
+    result = {key: spec[key] for key in ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")}
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    weights = torch.load(spec["weights"], weights_only=True)
+    model = build(spec["impl"], spec["preset"], spec["task"], weights, spec["height"], spec["width"]).to(device)
+    del weights
+    model.train(spec["mode"] == "train")
+    eager = model
+    if spec["impl"] == "pvt_hf_compiled":
+        model = torch.compile(model)
+    memory = PeakMemory(device)
+    pixels = torch.randn(spec["batch"], 3, spec["height"], spec["width"], device=device)
+    step = make_step(model, spec, pixels, device)
+
+    def timed():
+        sync()
+        start = time.perf_counter()
+        out = step()
+        sync()
+        return time.perf_counter() - start, out
+
+    result["first_call_s"], first_output = timed()  # compiles, for the compiled implementation
+    if spec["impl"] == "pvt_hf_compiled" and spec["mode"] == "inference" and spec["dtype"] == "fp32":
+        with torch.inference_mode():
+            expected = eager(pixels)
+        diff = max((a - b).abs().max().item() for a, b in zip(first_output, expected, strict=True))
+        result["max_abs_diff_vs_eager"] = diff
+        del expected
+    del first_output
+    for _ in range(spec["warmup"] - 1):
+        step()
+    memory.start_peak()
+    times = [timed()[0] for _ in range(spec["repeats"])]
+    median = statistics.median(times)
+    result.update(
+        status="ok",
+        step_times_s=times,
+        median_step_s=median,
+        images_per_s=spec["batch"] / median,
+        **memory.readings(),
+        threads=torch.get_num_threads(),
+    )
+    if spec["impl"] == "pvt_hf_compiled":
+        result["compile_s"] = max(result["first_call_s"] - median, 0.0)
+    return result
+
+
+def safe_measure(spec: dict) -> dict:
+    """`measure`, with a failure (e.g. torch.compile's) recorded instead of raised."""
+    try:
+        return measure(spec)
+    except Exception as error:  # noqa: BLE001 - any failure is a benchmark result to report
+        keys = ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")
+        return {**{k: spec[k] for k in keys}, "status": "error", "error": f"{type(error).__name__}: {error}"[:2000]}
+
+
+if __name__ == "__main__":
+    print(RESULT_PREFIX + json.dumps(safe_measure(json.loads(sys.argv[1]))), flush=True)

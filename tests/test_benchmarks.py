@@ -1,0 +1,50 @@
+"""The benchmark harness (benchmarks/) in its --quick mode: it runs, checks pvt_hf against transformers, reports."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` lives at the repository root, beside src/
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.common import canonical_weights  # noqa: E402
+
+
+def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+    threads = torch.get_num_threads()
+    assert harness.main(["--quick", "--in-process", "--threads", "1", "--output", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == threads
+
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert {"machine", "settings", "checks", "results", "ratios"} <= set(report)
+    assert {"date", "cpu", "cpu_count", "torch", "transformers"} <= set(report["machine"])
+    [check] = report["checks"]
+    assert check["impl"] == "transformers" and check["passed"] and check["max_abs_diff"] <= 1e-4
+    assert {(r["impl"], r["mode"]) for r in report["results"]} == {
+        (impl, mode) for impl in ("pvt_hf", "transformers") for mode in ("inference", "train")
+    }
+    for result in report["results"]:
+        assert result["status"] == "ok", result
+        assert result["images_per_s"] > 0 and len(result["step_times_s"]) == 1
+        assert {"median_step_s", "first_call_s", "peak_memory_mb", "step_memory_mb", "memory_method"} <= set(result)
+    assert {(r["impl"], r["reference"], r["mode"]) for r in report["ratios"]} == {
+        ("pvt_hf", "transformers", "inference"), ("pvt_hf", "transformers", "train")
+    }
+    table = (tmp_path / "results.md").read_text()
+    assert "| pvt-v2-b0 | 2x64x64 | classification | inference | pvt_hf |" in table
+    assert "| pvt-v2-b0 | 2x64x64 | transformers | logits |" in table
+
+
+def test_worker_runs_in_its_own_process(tmp_path):
+    """What the harness does by default: one measurement in a fresh process, its result handed back as JSON."""
+    weights = tmp_path / "weights.pt"
+    torch.save(canonical_weights("pvt-v2-b0"), weights)
+    spec = dict(preset="pvt-v2-b0", task="backbone", impl="pvt_hf", mode="inference", batch=1, height=64, width=64,
+                warmup=1, repeats=1, device="cpu", dtype="fp32", threads=1, weights=str(weights))  # fmt: skip
+    result = harness.run_isolated(spec)
+    assert result["status"] == "ok", result
+    assert result["images_per_s"] > 0 and result["memory_method"].startswith("VmHWM")
