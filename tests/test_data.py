@@ -99,17 +99,17 @@ def test_embedded_defaults_are_deterministic(cache, tmp_path):
         assert data.embedded_dataset(task, str(tmp_path)) == again  # present: not rewritten
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
     layout = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*")}
-    assert {"digits-v1-seed0/train", "digits-v1-seed0/validation", "shapes-coco-v1-seed0/annotations",
-            "shapes-coco-v1-seed0/train", "shapes-ade20k-v1-seed0/images", "shapes-ade20k-v1-seed0/id2label.json",
-            "shapes-ade20k-v1-seed0/annotations"} <= layout
+    assert {"digits-v1-seed0/train", "digits-v1-seed0/validation", "shapes-coco-v2-seed0/annotations",
+            "shapes-coco-v2-seed0/train", "shapes-ade20k-v2-seed0/images", "shapes-ade20k-v2-seed0/id2label.json",
+            "shapes-ade20k-v2-seed0/annotations"} <= layout
 
 
 def test_training_split_and_aliases(cache):
     # ADE folders say "training"; "train" finds it. A data_dir with dataset_name=None is the local source.
-    ds = data.load_task_dataset("segmentation", None, "train", data_dir=str(cache / "shapes-ade20k-v1-seed0"))
+    ds = data.load_task_dataset("segmentation", None, "train", data_dir=str(cache / "shapes-ade20k-v2-seed0"))
     assert sum(1 for _ in ds) == SIZES["segmentation"][0]
     with pytest.raises(FileNotFoundError, match="test"):
-        data.load_task_dataset("detection", None, "test", data_dir=str(cache / "shapes-coco-v1-seed0"))
+        data.load_task_dataset("detection", None, "test", data_dir=str(cache / "shapes-coco-v2-seed0"))
 
 
 def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):
@@ -289,7 +289,7 @@ def test_corrupt_detection_and_segmentation_samples_are_skipped(cache, tmp_path)
 
     # an ADE folder with a label map of the wrong size and one missing
     root = tmp_path / "ade"
-    shutil.copytree(cache / "shapes-ade20k-v1-seed0", root)
+    shutil.copytree(cache / "shapes-ade20k-v2-seed0", root)
     annotations = sorted((root / "annotations" / "validation").iterdir())
     Image.open(annotations[0]).resize((20, 20)).save(annotations[0])
     annotations[1].unlink()

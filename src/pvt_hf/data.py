@@ -516,11 +516,14 @@ def write_shapes_ade(root: Path, seed: int = 0, sizes=(("training", 200), ("vali
     (root / "id2label.json").write_text(json.dumps(dict(enumerate(SHAPES)), indent=1))
 
 
+SHAPE_COLOURS = np.array([(230, 60, 60), (60, 220, 60), (70, 110, 240)])  # rectangle, ellipse, triangle
+
+
 def _shapes_sample(rng: np.random.Generator):
     """A 96..128 px noisy background with 1-3 non-overlapping filled shapes: (RGB image, "L" label map with
     class + 1 per pixel, [(class, (x, y, w, h))])."""
     width, height = (int(v) for v in rng.integers(96, 129, size=2))
-    background = rng.integers(0, 256, size=3)
+    background = rng.integers(0, 90, size=3)  # dark, so every class colour stands out
     pixels = np.clip(background + rng.normal(0, 8, size=(height, width, 3)), 0, 255).astype(np.uint8)
     image, label_map = PIL.Image.fromarray(pixels), PIL.Image.new("L", (width, height), 0)
     draw_image, draw_label = ImageDraw.Draw(image), ImageDraw.Draw(label_map)
@@ -534,7 +537,8 @@ def _shapes_sample(rng: np.random.Generator):
         else:
             continue
         cls = int(rng.integers(len(SHAPES)))
-        colour = tuple(int(v) for v in (background + 128 + rng.integers(-40, 41, size=3)) % 256)
+        # each class has its own colour family (jittered): a quick run can learn the classes as well as the boxes
+        colour = tuple(int(v) for v in np.clip(SHAPE_COLOURS[cls] + rng.integers(-30, 31, size=3), 0, 255))
         for draw, fill in ((draw_image, colour), (draw_label, cls + 1)):
             box = (x, y, x + w - 1, y + h - 1)
             if cls == 0:
@@ -549,6 +553,6 @@ def _shapes_sample(rng: np.random.Generator):
 
 _EMBEDDED = {
     "classification": ("digits-v1", write_digits),
-    "detection": ("shapes-coco-v1", write_shapes_coco),
-    "segmentation": ("shapes-ade20k-v1", write_shapes_ade),
+    "detection": ("shapes-coco-v2", write_shapes_coco),
+    "segmentation": ("shapes-ade20k-v2", write_shapes_ade),
 }
