@@ -12,7 +12,6 @@ flips/mixing: digits are not mirror-symmetric) that finishes in a few minutes on
 """
 
 import argparse
-import sys
 
 import torch
 from accelerate.utils import gather_object, set_seed
@@ -24,7 +23,7 @@ from pvt_hf.transforms import ClassificationTrainTransform, classification_eval_
 
 
 RECIPE = dict(
-    model="pvt-v2-b0", image_size=224, learning_rate=5e-4, weight_decay=0.05, lr_scheduler="cosine", warmup_steps=0,
+    model="pvt-v2-b0", image_size=224, learning_rate=None, learning_rate_help="default: 5e-4 x batch / 512 (DeiT)", weight_decay=0.05, lr_scheduler="cosine", warmup_steps=0,
     num_train_epochs=300, batch_size=128, drop_path_rate=0.1, output_dir="pvt-image-classification",
 )  # fmt: skip
 EMBEDDED_PROFILE = dict(
@@ -46,18 +45,11 @@ def parse_args(argv=None):
     group.add_argument("--color_jitter", type=float, default=0.4)
     group.add_argument("--crop_scale_min", type=float, default=0.08, help="random-resized-crop minimum area")
     group.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    argv = sys.argv[1:] if argv is None else argv
-    if not any(a.startswith("--dataset_name") for a in argv):
-        parser.set_defaults(**EMBEDDED_PROFILE)
-    args = parser.parse_args(argv)
-    # the paper's lr is for a total batch of 512
-    if "--learning_rate" not in " ".join(argv) and args.dataset_name is not None:
-        args.learning_rate = RECIPE["learning_rate"] * args.per_device_train_batch_size / 512
-    return args
+    return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
 def build_model(args, id2label):
-    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = training.label_kwargs(id2label)
     if args.model_name_or_path in PRESETS:  # from scratch (no pretrained weights are downloaded)
         config = PvtConfig.from_preset(args.model_name_or_path, drop_path_rate=args.drop_path_rate, **labels)
         return PvtForImageClassification(config)
@@ -69,6 +61,9 @@ def build_model(args, id2label):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = training.make_accelerator(args)
+    if args.learning_rate is None:  # DeiT: 5e-4 for a total batch of 512
+        total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+        args.learning_rate = 5e-4 * total_batch / 512
     set_seed(args.seed)
     columns = {k: v for k, v in {"image": args.image_column, "label": args.label_column}.items() if v}
     train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "classification", columns=columns or None)

@@ -13,7 +13,6 @@ With no --dataset_name, a synthetic shapes dataset (COCO format, generated once)
 """
 
 import argparse
-import sys
 
 import numpy as np
 import torch
@@ -59,14 +58,11 @@ def parse_args(argv=None):
         help="paper: DETR's 6+6 layers, d=256, 100 queries; small: 2+2 layers, d=128, 20 queries (quick runs)",
     )  # fmt: skip
     group.add_argument("--eval_threshold", type=float, default=0.0, help="score threshold of the predictions evaluated")
-    argv = sys.argv[1:] if argv is None else argv
-    if not any(a.startswith("--dataset_name") for a in argv):
-        parser.set_defaults(**EMBEDDED_PROFILE)
-    return parser.parse_args(argv)
+    return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
 def build_model(args, id2label):
-    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = training.label_kwargs(id2label)
     transformer = SMALL_TRANSFORMER if args.transformer_size == "small" else {}
     if args.model_name_or_path in DETECTION_PRESETS:  # from scratch (no pretrained weights are downloaded)
         deformable = "deformable" in args.model_name_or_path

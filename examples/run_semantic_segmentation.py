@@ -12,7 +12,6 @@ resolution. With no --dataset_name, a synthetic shapes dataset (ADE20K layout, g
 """
 
 import argparse
-import sys
 
 import numpy as np
 import torch
@@ -44,14 +43,11 @@ def parse_args(argv=None):
     group.add_argument("--annotation_column", default=None, help="override the label-map column name")
     group.add_argument("--reduce_labels", action=argparse.BooleanOptionalAction, default=True,
                        help="ADE20K's convention: 0 ('other') is ignored, 1..N become 0..N-1")  # fmt: skip
-    argv = sys.argv[1:] if argv is None else argv
-    if not any(a.startswith("--dataset_name") for a in argv):
-        parser.set_defaults(**EMBEDDED_PROFILE)
-    return parser.parse_args(argv)
+    return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
 def build_model(args, id2label):
-    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = training.label_kwargs(id2label)
     if args.model_name_or_path in SEGMENTATION_PRESETS:  # from scratch (no pretrained weights are downloaded)
         config = PvtSegmentationConfig.from_preset(args.model_name_or_path, **labels)
         config.backbone_config.drop_path_rate = args.drop_path_rate

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     group.add_argument("--max_eval_samples", type=int, default=None, help="truncate the evaluation set")
     group.add_argument("--image_size", type=int, default=defaults["image_size"], help="training crop / resize size")
     group = parser.add_argument_group("optimisation (defaults: the paper's recipe)")
-    group.add_argument("--learning_rate", type=float, default=defaults["learning_rate"])
+    group.add_argument("--learning_rate", type=float, default=defaults["learning_rate"], help=defaults.get("learning_rate_help"))
     group.add_argument("--weight_decay", type=float, default=defaults["weight_decay"])
     group.add_argument("--lr_scheduler", default=defaults["lr_scheduler"], choices=["cosine", "step", "poly"])
     group.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 0))
@@ -58,6 +59,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     group.add_argument("--hub_model_id", default=None)
 
 
+def parse_arguments(parser: argparse.ArgumentParser, embedded_profile: dict, argv=None) -> argparse.Namespace:
+    """Parse `argv`; without --dataset_name the embedded dataset is used, with its short-run profile as defaults."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not any(a.startswith("--dataset_name") for a in argv):
+        parser.set_defaults(**embedded_profile)
+    return parser.parse_args(argv)
+
+
+def label_kwargs(id2label: dict) -> dict:
+    """The config fields of a classification head over `id2label`."""
+    return dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+
+
 def make_accelerator(args) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -70,7 +84,7 @@ def make_accelerator(args) -> Accelerator:
 def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
     """As the official code (timm's optimiser factory): biases, norms, position tables and class tokens are not
     decayed."""
-    return param.ndim <= 1 or name.endswith(("position_embedding.table", "cls_token")) or "query_position_embeddings" in name
+    return param.ndim <= 1 or name.endswith(("position_embedding.table", "cls_token"))
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
