@@ -27,6 +27,7 @@ OURS = ("pvt_hf", "pvt_hf_compiled")
 REFERENCES = ("transformers", "timm")
 IMPLS = OURS + REFERENCES
 CLASSIFICATION_MAX_PIXELS = 224 * 224  # larger inputs are detection-sized: benchmark the backbone path
+ENVIRONMENT_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "OMP_", "MKL_", "LD_PRELOAD")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -211,6 +212,8 @@ def machine_info(device: str) -> dict:
         "transformers": transformers.__version__,
         "pvt_hf": pvt_hf.__version__,
         "device": device,
+        # settings that change CPU timings of every implementation alike (see docs/benchmarks.md, "Allocator")
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENVIRONMENT_PREFIXES)},
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()

@@ -157,7 +157,8 @@ def markdown(report: dict) -> str:
         f"{machine['date']} · {machine.get('gpu', machine['cpu'])} · {machine['cpu_count']} CPUs "
         f"({machine['torch_threads']} torch threads) · torch {machine['torch']} · transformers "
         f"{machine['transformers']} · {settings['device']} {settings['dtype']} · median of {settings['repeats']} "
-        f"steps after {settings['warmup']} warm-up",
+        f"steps after {settings['warmup']} warm-up"
+        + "".join(f" · {k}={v}" for k, v in machine.get("environment", {}).items()),
         "",
         "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = reference step "
         "time / pvt_hf step time (> 1: pvt_hf faster); memory ratio = pvt_hf peak / reference peak (< 1: pvt_hf "

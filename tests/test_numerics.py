@@ -1,10 +1,12 @@
-"""Fast paths compute the same function: torch.compile vs eager, bf16 autocast vs fp32."""
+"""Fast paths compute the same function: torch.compile vs eager, bf16 autocast vs fp32, the memory-saving training
+path vs transformers' gradients."""
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, transformers_reference
 
-from pvt_hf import PvtBackbone, PvtForImageClassification
+from pvt_hf import PvtBackbone, PvtForImageClassification, conversion
+from pvt_hf.modeling_pvt import PvtMlp, tokens_to_map
 
 
 @pytest.mark.slow
@@ -49,3 +51,74 @@ def test_eager_softmax_is_fp32_under_bf16():
     # probabilities are computed in fp32 and cast back: rows still sum to one to bf16 precision
     sums = attentions[0].float().sum(-1)
     torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-2, rtol=0)
+
+
+def _gradients(model, pixels, labels, forward=None):
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy((model if forward is None else forward)(pixels).logits, labels).backward()
+    return {name: param.grad for name, param in model.named_parameters()}
+
+
+def test_training_gradients_match_transformers(family):
+    """The training path (SDPA's backward, the MLP's recomputed activation) gives transformers' gradients, mapped
+    through the converter's key names."""
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    reference = transformers_reference(config).train()
+    state_dict, config, _ = conversion.convert_state_dict(reference.state_dict(), "transformers", config=config)
+    model = PvtForImageClassification(config).train()
+    model.load_state_dict(state_dict, strict=True)
+    pixels, labels = torch.randn(2, 3, 224, 224), torch.tensor([1, 7])
+    expected, _, _ = conversion.convert_state_dict(_gradients(reference, pixels, labels), "transformers", config=config)
+    actual = _gradients(model, pixels, labels)
+    assert actual.keys() == expected.keys()
+    for name, grad in actual.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert max(g.abs().max() for g in actual.values()) > 1e-3  # a meaningful comparison, not of zeros
+
+
+def test_recomputed_activation_keeps_gradients_and_saves_memory():
+    """fc2(act(h)) stores h only: one tensor fewer of the MLP's widest size, same gradients as the plain ops, also
+    under bf16 autocast (fp32 gradients for fp32 weights)."""
+    torch.manual_seed(0)
+    mlp = PvtMlp(tiny_config("v2"), stage=0)
+    tokens = torch.randn(2, 64, mlp.fc1.in_features, requires_grad=True)
+
+    def run(plain: bool):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            if plain:
+                mlp.eval()  # dropout off, and grad enabled: ActivationThenLinear takes over only where it is given
+                hidden = mlp.dwconv(tokens_to_map(mlp.fc1(tokens), 8, 8)).flatten(2).transpose(1, 2)
+                out = mlp.fc2(mlp.act(hidden))
+            else:
+                out = mlp(tokens, 8, 8)
+        grads = torch.autograd.grad(out.square().sum(), [tokens, *mlp.parameters()])
+        return grads, sum(saved)
+
+    plain_grads, plain_saved = run(plain=True)
+    fused_grads, fused_saved = run(plain=False)
+    for plain, fused in zip(plain_grads, fused_grads, strict=True):
+        torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    widest = 2 * 64 * mlp.fc1.out_features
+    assert plain_saved - fused_saved >= widest
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(tokens, 8, 8)
+    grads = torch.autograd.grad(out.float().square().sum(), [tokens, *mlp.parameters()])
+    assert all(g.dtype == torch.float32 for g in grads[1:])
+    for plain, bf16 in zip(plain_grads, grads, strict=True):
+        assert ((bf16.float() - plain).norm() / plain.norm()).item() < 5e-2
+
+
+@pytest.mark.slow
+def test_compiled_training_step_equals_eager():
+    """forward + backward compile as one graph (fullgraph=True), the recomputed activation included."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = PvtForImageClassification(tiny_config("v2-li")).train()
+    pixels, labels = torch.randn(2, 3, 64, 96), torch.tensor([3, 4])
+    expected = _gradients(model, pixels, labels)
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    actual = _gradients(model, pixels, labels, forward=compiled)
+    for name, grad in expected.items():
+        torch.testing.assert_close(actual[name], grad, atol=1e-5, rtol=1e-4, msg=name)
