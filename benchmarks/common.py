@@ -99,36 +99,12 @@ def transformers_model(preset: str, task: str, weights: dict, height: int, width
         official = {k: v for k, v in official.items() if not k.startswith("head.")}
     conversion.load_into_transformers(reference, official)
     if config.absolute_pos_embed and (height, width) != (config.image_size, config.image_size):
-        give_v1_tables_for(reference, config, height, width)
+        conversion.give_transformers_v1_tables(reference, config, height, width)
     if task == "classification":
         pick = _logits
     else:
         pick = _last_hidden_state if config.absolute_pos_embed else _feature_maps
     return TensorOutputs(reference.eval(), pick)
-
-
-def official_interpolation(table: torch.Tensor, grid: int, height: int, width: int) -> torch.Tensor:
-    """The official dense-prediction code's `_get_pos_embed`."""
-    grid_map = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-    resized = F.interpolate(grid_map, size=(height, width), mode="bilinear")
-    return resized.reshape(1, -1, height * width).permute(0, 2, 1)
-
-
-def give_v1_tables_for(reference: nn.Module, config: PvtConfig, height: int, width: int) -> None:
-    """transformers' v1 reshapes its 224-sized position tables with the *target* grid, so it crashes (or scrambles
-    positions) at any other input size. Give it tables already interpolated to the target grids by the official
-    formula: its own interpolation is then the identity, and the rest of its forward runs unchanged. The extra work
-    transformers does at runtime (an identity-sized interpolation) is the same as at 224."""
-    model = reference.base_model if hasattr(reference, "base_model") else reference
-    stride = 1
-    with torch.no_grad():
-        for embeddings, patch_size in zip(model.encoder.patch_embeddings, config.patch_sizes):
-            stride *= patch_size
-            table = embeddings.position_embeddings.data
-            prefix = 1 if embeddings.cls_token is not None else 0
-            grid = round((table.shape[1] - prefix) ** 0.5)
-            resized = official_interpolation(table[:, prefix:], grid, height // stride, width // stride)
-            embeddings.position_embeddings = nn.Parameter(torch.cat([table[:, :prefix], resized], dim=1))
 
 
 def timm_model(preset: str, task: str, weights: dict) -> TensorOutputs:

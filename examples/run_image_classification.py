@@ -79,7 +79,6 @@ def main(argv=None):
     def batches(epoch):
         transform.rng.seed(training.epoch_seed(args.seed, epoch, accelerator.process_index))
         generator.manual_seed(training.epoch_seed(args.seed, epoch, accelerator.process_index))
-        data.set_epoch(train_set, epoch)
         shuffled = data.shuffle_stream(train_set, args.seed + epoch, args.shuffle_buffer_size)
         train_stream.examples = shuffled
         pixels, labels = [], []

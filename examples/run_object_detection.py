@@ -89,7 +89,6 @@ def main(argv=None):
 
     def batches(epoch):
         transform.rng.seed(training.epoch_seed(args.seed, epoch, accelerator.process_index))
-        data.set_epoch(train_set, epoch)
         train_stream.examples = data.shuffle_stream(train_set, args.seed + epoch, args.shuffle_buffer_size)
         images, annotations = [], []
         for i, example in enumerate(train_stream):

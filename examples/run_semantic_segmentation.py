@@ -70,7 +70,6 @@ def main(argv=None):
 
     def batches(epoch):
         transform.rng.seed(training.epoch_seed(args.seed, epoch, accelerator.process_index))
-        data.set_epoch(train_set, epoch)
         train_stream.examples = data.shuffle_stream(train_set, args.seed + epoch, args.shuffle_buffer_size)
         pixels, labels = [], []
         for i, example in enumerate(train_stream):
@@ -102,7 +101,7 @@ def evaluate(accelerator, model, eval_stream, args, num_labels, ignore) -> dict:
     for i, example in enumerate(eval_stream):
         if args.max_eval_samples and i >= args.max_eval_samples // accelerator.num_processes:
             break
-        image = example["image"].convert("RGB")
+        image = example["image"]  # decoded as RGB by pvt_hf.data
         scale = args.image_size / min(image.size)
         resized = image.resize((max(32, round(image.width * scale)), max(32, round(image.height * scale))), Image.BILINEAR)
         labels = torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))

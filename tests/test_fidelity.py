@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import tiny_config, transformers_reference
 
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, count_macs
-from pvt_hf.conversion import convert_state_dict
+from pvt_hf.conversion import convert_state_dict, give_transformers_v1_tables
 
 
 # Exact parameter counts of the official model definitions with a 1000-class head, the MACs measured on the official
@@ -61,21 +61,6 @@ def official_interpolation(table, grid, height, width):
     )
 
 
-def give_reference_v1_tables_for(reference, model, height, width):
-    """transformers' v1 reshapes its 224-sized position tables with the *target* grid, which is wrong at any other
-    input size (it raises or scrambles). For a non-224 comparison, hand it tables already interpolated to the target
-    grid by the official formula: its own interpolation is then the identity and the rest of its forward is a genuine
-    reference."""
-    with torch.no_grad():
-        maps = model.pvt(torch.zeros(1, 3, height, width), output_hidden_states=True).hidden_states
-    for embeddings, feature_map in zip(reference.pvt.encoder.patch_embeddings, maps):
-        table = embeddings.position_embeddings.data
-        prefix = 1 if embeddings.cls_token is not None else 0
-        grid = round((table.shape[1] - prefix) ** 0.5)
-        resized = official_interpolation(table[:, prefix:], grid, *feature_map.shape[-2:])
-        embeddings.position_embeddings = torch.nn.Parameter(torch.cat([table[:, :prefix], resized], dim=1))
-
-
 def convert_from(reference, config, task="classification"):
     state_dict, config, report = convert_state_dict(reference.state_dict(), "transformers", task=task, config=config)
     assert report.ok and not report.unused_keys
@@ -90,7 +75,7 @@ def assert_logits_match_transformers(config, sizes, batch):
     for height, width in sizes:
         pixels = torch.randn(batch, 3, height, width)
         if config.absolute_pos_embed and (height, width) != (config.image_size, config.image_size):
-            give_reference_v1_tables_for(reference, model, height, width)
+            give_transformers_v1_tables(reference, config, height, width)
         with torch.no_grad():
             expected, actual = reference(pixels).logits, model(pixels).logits
         assert actual.shape == expected.shape

@@ -100,6 +100,7 @@ def test_two_processes_share_the_work_and_agree(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in records] == [2, 2]
+    assert [r["scheduler_steps"] for r in records] == [6, 6]  # not 2 x 6: the schedule counts optimizer steps
     train_0, eval_0 = records[0]["shards"]
     train_1, eval_1 = records[1]["shards"]
     assert train_0 and train_1 and not set(train_0) & set(train_1)  # disjoint shards ...

@@ -483,6 +483,25 @@ def _convert_semantic_fpn(state_dict, source, preset, config):
     return _account(converted, PvtForSemanticSegmentation, config, unused + unused_head + head_keys)
 
 
+def give_transformers_v1_tables(reference: torch.nn.Module, config: PvtConfig, height: int, width: int) -> None:
+    """transformers' v1 reshapes its 224-sized position tables with the *target* grid, so it crashes (or scrambles
+    positions) at any other input size. Give `reference` (any transformers v1 model) tables already interpolated to the
+    grids of a `height` x `width` input by the official dense-prediction formula (`_get_pos_embed`): its own
+    interpolation is then the identity and the rest of its forward runs unchanged, a genuine reference."""
+    model = reference.base_model if hasattr(reference, "base_model") else reference
+    stride = 1
+    with torch.no_grad():
+        for embeddings, patch_size in zip(model.encoder.patch_embeddings, config.patch_sizes):
+            stride *= patch_size
+            table = embeddings.position_embeddings.data
+            prefix = 1 if embeddings.cls_token is not None else 0
+            grid = round((table.shape[1] - prefix) ** 0.5)
+            grid_map = table[:, prefix:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+            resized = torch.nn.functional.interpolate(grid_map, size=(height // stride, width // stride), mode="bilinear")
+            resized = resized.flatten(2).transpose(1, 2)
+            embeddings.position_embeddings = torch.nn.Parameter(torch.cat([table[:, :prefix], resized], dim=1))
+
+
 def transformers_reference(config: PvtConfig, task: str = "classification") -> torch.nn.Module | None:
     """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s hyper-parameters and random
     weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""

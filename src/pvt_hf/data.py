@@ -3,10 +3,10 @@
 Pipeline (what the scripts do)::
 
     ds = load_task_dataset(task, name, "train")        # canonical columns, images still encoded
-    ds = shuffle_stream(shard_for_process(ds, rank, world_size), seed)
+    ds = shard_for_process(ds, rank, world_size)
     examples = SkipCorrupt(ds, task)                   # decodes + validates, skips (and counts) bad samples
     for epoch in range(epochs):
-        set_epoch(ds, epoch)                           # new shuffle-buffer order each epoch
+        examples.examples = shuffle_stream(ds, seed + epoch)   # a new order each epoch
         for example in examples: ...
     print(examples.skipped)
 
@@ -326,7 +326,8 @@ def shard_for_process(dataset, rank: int, world_size: int):
 
 
 def shuffle_stream(dataset, seed: int, buffer_size: int = 1000):
-    """Streams: shard order + a `buffer_size` shuffle buffer (reseeded by `set_epoch`); map-style: a full shuffle."""
+    """Streams: shard order + a `buffer_size` shuffle buffer; map-style: a full shuffle. The scripts reshuffle each epoch
+    with `seed + epoch`."""
     if isinstance(dataset, IterableDataset):
         return dataset.shuffle(seed=seed, buffer_size=buffer_size)
     return dataset.shuffle(seed=seed)

@@ -4,7 +4,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def count_macs(model: torch.nn.Module, height: int = 224, width: int = 224, batch_size: int = 1, channels: int = 3) -> int:
+def count_macs(model: torch.nn.Module, height: int = 224, width: int = 224, batch_size: int = 1) -> int:
     """Multiply-accumulates of one forward pass of `model` at the given input size.
 
     Counted on a meta-device copy: no memory, no time, and there SDPA decomposes into matmuls the counter sees (on
@@ -12,5 +12,6 @@ def count_macs(model: torch.nn.Module, height: int = 224, width: int = 224, batc
     with torch.device("meta"):
         copy = type(model)(model.config).eval()
     with FlopCounterMode(display=False) as counter:  # (its module tracking needs autograd on)
+        channels = getattr(model.config, "backbone_config", model.config).num_channels  # dense models: the backbone's
         copy(torch.empty(batch_size, channels, height, width, device="meta"))
     return counter.get_total_flops() // 2

@@ -181,12 +181,12 @@ class PvtMlp(nn.Module):
             hidden = self.relu(hidden)
         if self.dwconv is not None:
             hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
-        # Training (and any pass that records gradients): recompute the activation in the backward. With active
-        # dropout between the activation and fc2 the plain ops run, since its output would be stored anyway.
-        if torch.is_grad_enabled() and not (self.training and self.dropout.p > 0):
+        if not torch.is_grad_enabled():
+            hidden = torch.ops.aten.gelu_(hidden) if self.inplace_gelu else self.act(hidden)
+        elif not (self.training and self.dropout.p > 0):
+            # Recording gradients: recompute the activation in the backward. (Active dropout between activation and
+            # fc2 would store a tensor of that size anyway: plain ops then.)
             return self.dropout(ActivationThenLinear.apply(hidden, self.fc2.weight, self.fc2.bias, self.act))
-        if self.inplace_gelu and not torch.is_grad_enabled():
-            hidden = torch.ops.aten.gelu_(hidden)
         else:
             hidden = self.act(hidden)
         return self.dropout(self.fc2(self.dropout(hidden)))

@@ -139,9 +139,13 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
         loss = None
         if labels is not None:
             self._check_labels(labels, pixel_values)
-            loss = self._loss(logits, labels)
-            if self.auxiliary_head is not None:
-                loss = loss + self.config.auxiliary_loss_weight * self._loss(self.auxiliary_head(features), labels)
+            loss = self.loss_function(  # transformers' ForSemanticSegmentationLoss: upsampled logits, cross-entropy
+                logits,
+                labels,
+                ignore_index=self.config.semantic_loss_ignore_index,
+                auxiliary_logits=self.auxiliary_head(features) if self.auxiliary_head is not None else None,
+                auxiliary_loss_weight=self.config.auxiliary_loss_weight,
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -153,18 +157,15 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, labels, ignore_index=self.config.semantic_loss_ignore_index)
-
     def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0] or labels.shape[-2:] != pixel_values.shape[-2:]:
             raise ValueError(
                 f"labels must be label maps of shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
                 f"matching pixel_values {tuple(pixel_values.shape)}, got {tuple(labels.shape)}"
             )
-        valid = labels[labels != self.config.semantic_loss_ignore_index]
-        if valid.numel() and (valid.min() < 0 or valid.max() >= self.config.num_labels):
+        ignore = self.config.semantic_loss_ignore_index
+        if not bool((((labels >= 0) & (labels < self.config.num_labels)) | (labels == ignore)).all()):  # one sync
+            valid = labels[labels != ignore]
             raise ValueError(
                 f"labels hold class ids outside [0, {self.config.num_labels}) (found {valid.min().item()}..{valid.max().item()}); "
                 f"pixels to ignore must be {self.config.semantic_loss_ignore_index}"
@@ -173,9 +174,13 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
 
 def check_detection_labels(labels: list[dict] | None, num_labels: int) -> None:
     """DETR's matcher would fail deep inside (or index out of range) on bad targets: say what is wrong instead."""
-    for i, target in enumerate(labels or []):
+    if not labels:
+        return
+    all_classes = torch.cat([target["class_labels"].flatten() for target in labels])
+    in_range = bool(((all_classes >= 0) & (all_classes < num_labels)).all())  # one device sync per batch
+    for i, target in enumerate(labels):
         classes, boxes = target["class_labels"], target["boxes"]
-        if classes.numel() and (classes.min() < 0 or classes.max() >= num_labels):
+        if not in_range and classes.numel() and (classes.min() < 0 or classes.max() >= num_labels):
             raise ValueError(f"labels[{i}]['class_labels'] holds ids outside [0, {num_labels}): {classes.tolist()}")
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != classes.shape[0]:
             raise ValueError(

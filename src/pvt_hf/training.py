@@ -74,6 +74,9 @@ def label_kwargs(id2label: dict) -> dict:
 
 def make_accelerator(args) -> Accelerator:
     return Accelerator(
+        # The loop steps the schedule once per optimizer step, and its length counts this process's steps. (By default
+        # accelerate steps a prepared scheduler num_processes times per call, which would end it N times too early.)
+        step_scheduler_with_optimizer=False,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -197,7 +200,7 @@ def finish(accelerator: Accelerator, model, processor, args, metrics: dict, task
 
 def training_card(model, task: str, args, metrics: dict) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
-    arguments = json.dumps({k: v for k, v in vars(args).items() if k != "hub_token"}, indent=2, default=str)
+    arguments = json.dumps(vars(args), indent=2, default=str)
     return f"""---
 library_name: transformers
 tags: [pvt, pvt_hf, {task}]
@@ -223,7 +226,7 @@ Load with `import pvt_hf` or with `trust_remote_code=True` (the modeling code is
 """
 
 
-def run_training(accelerator: Accelerator, args, model, optimizer, scheduler, batches, steps_per_epoch: int, total_steps: int, start: dict, compute_loss, on_epoch_end=None) -> int:
+def run_training(accelerator: Accelerator, args, model, optimizer, scheduler, batches, steps_per_epoch: int, total_steps: int, start: dict, compute_loss) -> int:
     """The optimisation loop: `batches(epoch)` yields this process's batches of an epoch in a deterministic order
     (shuffled by epoch), so a resumed run skips exactly the batches it had consumed. Returns the last step."""
     from tqdm.auto import tqdm
@@ -252,14 +255,12 @@ def run_training(accelerator: Accelerator, args, model, optimizer, scheduler, ba
             step += 1
             progress.update(1)
             if step % 10 == 0 or step == total_steps:
-                lr = scheduler.get_last_lr()[0]
-                progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-                accelerator.log({"train_loss": loss.item(), "learning_rate": lr, "epoch": epoch}, step=step)
+                lr, last_loss = scheduler.get_last_lr()[0], loss.item()  # one device sync
+                progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+                accelerator.log({"train_loss": last_loss, "learning_rate": lr, "epoch": epoch}, step=step)
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, step, epoch, batch_in_epoch + 1)
         epoch += 1
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
     progress.close()
     return step
 

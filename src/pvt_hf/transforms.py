@@ -12,16 +12,22 @@ import random
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
 
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = np.array(IMAGENET_DEFAULT_MEAN, dtype=np.float32)
+IMAGENET_STD = np.array(IMAGENET_DEFAULT_STD, dtype=np.float32)
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """`image` in RGB; no copy when it already is (the datasets' decoded images are)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def normalize(image: Image.Image) -> torch.Tensor:
-    array = (np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    array = (np.asarray(rgb(image), dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
@@ -50,7 +56,7 @@ class ClassificationTrainTransform:
         return (width - side) // 2, (height - side) // 2, (width + side) // 2, (height + side) // 2
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = rgb(image)
         image = image.resize((self.size, self.size), Image.BICUBIC, box=self.crop_box(*image.size))
         if self.rng.random() < self.flip_prob:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -120,7 +126,7 @@ class DetectionTrainTransform:
         self.scales, self.max_size, self.rng = scales, max_size, random.Random(seed)
 
     def __call__(self, image: Image.Image, boxes: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-        image, boxes = image.convert("RGB"), np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+        image, boxes = rgb(image), np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
         if self.rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
             boxes[:, 0] = image.width - boxes[:, 0] - boxes[:, 2]
@@ -157,7 +163,7 @@ class SegmentationTrainTransform:
         self.rng = random.Random(seed)
 
     def __call__(self, image: Image.Image, label_map: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        image, labels = image.convert("RGB"), np.asarray(label_map, dtype=np.int64)
+        image, labels = rgb(image), np.asarray(label_map, dtype=np.int64)
         scale = self.rng.uniform(*self.ratio) * self.base / min(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.BILINEAR)

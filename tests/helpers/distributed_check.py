@@ -1,6 +1,6 @@
 """Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2`: trains the classification example
 for a few steps with DDP on the streamed embedded dataset and records, per rank, what it read, its final parameters,
-the distributed evaluation and (rank 0) a single-process evaluation of the same model on the whole split."""
+how far its learning-rate schedule advanced, the distributed evaluation and (rank 0) a single-process evaluation of the same model on the whole split."""
 
 import json
 import sys
@@ -26,7 +26,13 @@ def recording_shard(dataset, rank, world_size):
     return part
 
 
-finish = training.finish
+finish, build_scheduler, schedulers = training.finish, training.build_scheduler, []
+
+
+def recording_scheduler(*args, **kwargs):
+    schedulers.append(build_scheduler(*args, **kwargs))
+    return schedulers[-1]
+
 
 
 def recording_finish(accelerator, model, processor, args, metrics, task, skipped):
@@ -42,12 +48,14 @@ def recording_finish(accelerator, model, processor, args, metrics, task, skipped
         metric.update(logits, torch.tensor(labels))
         record["single_process"] = metric.compute()
     record["distributed"] = metrics
+    record["scheduler_steps"] = schedulers[-1].last_epoch  # once per optimizer step, whatever the process count
     record["rank"], record["world_size"] = accelerator.process_index, accelerator.num_processes
     return finish(accelerator, model, processor, args, metrics, task, skipped)
 
 
 data.shard_for_process = recording_shard
 training.finish = recording_finish
+training.build_scheduler = recording_scheduler
 script.main(["--output_dir", str(out / "run"), "--max_train_steps", "6", "--per_device_train_batch_size", "16",
              "--max_train_samples", "256"])  # fmt: skip
 (out / f"record-{record['rank']}.json").write_text(json.dumps(record))
