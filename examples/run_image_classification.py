@@ -17,7 +17,7 @@ import torch
 from accelerate.utils import gather_object, set_seed
 from transformers import AutoModelForImageClassification
 
-from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, data, training
+from pvt_hf import PRESETS, PvtConfig, data, training
 from pvt_hf.metrics import ClassificationMetric, results_with_prefix
 from pvt_hf.transforms import ClassificationTrainTransform, classification_eval_processor, mixup_cutmix, soft_target_cross_entropy
 
@@ -48,16 +48,6 @@ def parse_args(argv=None):
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
-def build_model(args, id2label):
-    labels = training.label_kwargs(id2label)
-    if args.model_name_or_path in PRESETS:  # from scratch (no pretrained weights are downloaded)
-        config = PvtConfig.from_preset(args.model_name_or_path, drop_path_rate=args.drop_path_rate, **labels)
-        return PvtForImageClassification(config)
-    return AutoModelForImageClassification.from_pretrained(
-        args.model_name_or_path, drop_path_rate=args.drop_path_rate, ignore_mismatched_sizes=True, **labels
-    )
-
-
 def main(argv=None):
     args = parse_args(argv)
     accelerator = training.make_accelerator(args)
@@ -68,7 +58,7 @@ def main(argv=None):
     columns = {k: v for k, v in {"image": args.image_column, "label": args.label_column}.items() if v}
     train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "classification", columns=columns or None)
 
-    model = build_model(args, id2label)
+    model = training.build_model(args, id2label, AutoModelForImageClassification, PRESETS, PvtConfig.from_preset)
     transform = ClassificationTrainTransform(
         args.image_size, scale=(args.crop_scale_min, 1.0), flip_prob=0.5 if args.hflip else 0.0,
         color_jitter=args.color_jitter, erase_prob=args.random_erasing, seed=args.seed + accelerator.process_index,

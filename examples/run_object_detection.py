@@ -22,10 +22,8 @@ from transformers import AutoModelForObjectDetection
 from pvt_hf import (
     DETECTION_PRESETS,
     PvtDeformableDetrConfig,
-    PvtDeformableDetrForObjectDetection,
     PvtDetrConfig,
     PvtDetrImageProcessor,
-    PvtForObjectDetection,
     data,
     training,
 )
@@ -61,19 +59,11 @@ def parse_args(argv=None):
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
-def build_model(args, id2label):
-    labels = training.label_kwargs(id2label)
+def config_from_preset(args):
+    """A detection preset's config (DETR or Deformable DETR, by its name), with the small transformer if asked for."""
     transformer = SMALL_TRANSFORMER if args.transformer_size == "small" else {}
-    if args.model_name_or_path in DETECTION_PRESETS:  # from scratch (no pretrained weights are downloaded)
-        deformable = "deformable" in args.model_name_or_path
-        config_class, model_class = (
-            (PvtDeformableDetrConfig, PvtDeformableDetrForObjectDetection) if deformable else (PvtDetrConfig, PvtForObjectDetection)
-        )
-        config = config_class.from_preset(args.model_name_or_path, **labels, **transformer)
-        config.backbone_config.drop_path_rate = args.drop_path_rate
-        return model_class(config)
-    return AutoModelForObjectDetection.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=True, **labels)
-
+    config_class = PvtDeformableDetrConfig if "deformable" in args.model_name_or_path else PvtDetrConfig
+    return lambda name, **labels: config_class.from_preset(name, **labels, **transformer)
 
 def main(argv=None):
     args = parse_args(argv)
@@ -82,7 +72,9 @@ def main(argv=None):
     columns = {"image": args.image_column} if args.image_column else None
     train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "detection", columns=columns, bbox_format=args.bbox_format)
 
-    model = build_model(args, id2label)
+    model = training.build_model(
+        args, id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args)
+    )
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
     transform = DetectionTrainTransform(scales, args.max_size, seed=args.seed + accelerator.process_index)
     processor = PvtDetrImageProcessor(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})

@@ -20,7 +20,7 @@ from accelerate.utils import gather_object, set_seed
 from PIL import Image
 from transformers import AutoModelForSemanticSegmentation
 
-from pvt_hf import SEGMENTATION_PRESETS, PvtForSemanticSegmentation, PvtSegmentationConfig, data, training
+from pvt_hf import SEGMENTATION_PRESETS, PvtSegmentationConfig, data, training
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
 from pvt_hf.transforms import SegmentationTrainTransform, normalize, reduce_labels
@@ -46,15 +46,6 @@ def parse_args(argv=None):
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
-def build_model(args, id2label):
-    labels = training.label_kwargs(id2label)
-    if args.model_name_or_path in SEGMENTATION_PRESETS:  # from scratch (no pretrained weights are downloaded)
-        config = PvtSegmentationConfig.from_preset(args.model_name_or_path, **labels)
-        config.backbone_config.drop_path_rate = args.drop_path_rate
-        return PvtForSemanticSegmentation(config)
-    return AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=True, **labels)
-
-
 def main(argv=None):
     args = parse_args(argv)
     accelerator = training.make_accelerator(args)
@@ -64,7 +55,9 @@ def main(argv=None):
     if not args.reduce_labels:  # label v keeps id v, so 0 ("other" in ADE20K's convention) is a class of its own
         id2label = {0: "other", **{k + 1: v for k, v in id2label.items()}}
 
-    model = build_model(args, id2label)
+    model = training.build_model(
+        args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset
+    )
     transform = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, seed=args.seed + accelerator.process_index)
     ignore = model.config.semantic_loss_ignore_index
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from transformers import AutoConfig
 
 
 logger = get_logger(__name__)
@@ -70,6 +71,21 @@ def parse_arguments(parser: argparse.ArgumentParser, embedded_profile: dict, arg
 def label_kwargs(id2label: dict) -> dict:
     """The config fields of a classification head over `id2label`."""
     return dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+
+
+def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
+    """The model for `id2label`: from a preset's config (`config_from_preset(name, **label fields)`; trained from
+    scratch, nothing is downloaded) or `auto_class.from_pretrained` (a folder or Hub id; a new head where the labels
+    differ). `--drop_path_rate` reaches the PVT trunk on both paths."""
+    labels = label_kwargs(id2label)
+    if args.model_name_or_path in presets:
+        config = config_from_preset(args.model_name_or_path, **labels)
+    else:
+        config = AutoConfig.from_pretrained(args.model_name_or_path, **labels)
+    getattr(config, "backbone_config", config).drop_path_rate = args.drop_path_rate
+    if args.model_name_or_path in presets:
+        return auto_class.from_config(config)
+    return auto_class.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=True)
 
 
 def make_accelerator(args) -> Accelerator:
