@@ -1,6 +1,6 @@
 """The models under test, all holding one set of weights, and what the benchmarks do with them.
 
-Every implementation is wrapped as ``pixels -> tuple of tensors`` (`TensorOutputs`) so that timing, losses and output
+Every implementation is wrapped as ``pixels -> tuple of tensors`` (`pvt_hf.reference`) so that timing, losses and output
 checks treat them alike. The weights are pvt_hf's own initialisation (the official code's), converted through the
 official key names into transformers' (and timm's) layout: identical numbers in every implementation.
 """
@@ -16,10 +16,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 import pvt_hf  # noqa: E402
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, conversion  # noqa: E402
+from pvt_hf.reference import (  # noqa: E402
+    TensorOutputs,
+    pvt_hf_outputs,
+    timm_outputs,
+    transformers_outputs,
+    transformers_v1_stage_maps,
+)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,29 +61,6 @@ def canonical_weights(preset: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return PvtForImageClassification(config_for(preset, "classification")).state_dict()
 
 
-class TensorOutputs(nn.Module):
-    """`model` as pixels -> tuple of tensors: logits (classification) or feature maps (backbone)."""
-
-    def __init__(self, model: nn.Module, pick):
-        super().__init__()
-        self.model, self.pick = model, pick
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.pick(self.model(pixels))
-
-
-def _logits(out):
-    return (out.logits,)
-
-
-def _feature_maps(out):
-    return tuple(out.feature_maps)
-
-
-def _last_hidden_state(out):
-    return (out.last_hidden_state,)
-
-
 def pvt_hf_model(preset: str, task: str, weights: dict) -> TensorOutputs:
     config = config_for(preset, task)
     if task == "backbone":
@@ -85,51 +68,17 @@ def pvt_hf_model(preset: str, task: str, weights: dict) -> TensorOutputs:
     with torch.device("meta"):  # no initialisation work: the weights are assigned below
         model = (PvtForImageClassification if task == "classification" else PvtBackbone)(config)
     model.load_state_dict(weights, strict=True, assign=True)
-    return TensorOutputs(model.eval(), _logits if task == "classification" else _feature_maps)
+    return pvt_hf_outputs(model.eval())
 
 
 def transformers_model(preset: str, task: str, weights: dict, height: int, width: int) -> TensorOutputs:
-    """transformers' PvtForImageClassification / PvtV2ForImageClassification, or for the backbone path its
-    PvtV2Backbone (v2) and PvtModel (v1: transformers has no v1 backbone; its PvtModel also runs the class token and
-    final LayerNorm, a negligible extra cost)."""
-    config = config_for(preset, task)
-    reference = conversion.transformers_reference(config, task)
     official = conversion.pvt_hf_to_official(weights)
-    if task == "backbone":
-        official = {k: v for k, v in official.items() if not k.startswith("head.")}
-    conversion.load_into_transformers(reference, official)
-    if config.absolute_pos_embed and (height, width) != (config.image_size, config.image_size):
-        conversion.give_transformers_v1_tables(reference, config, height, width)
-    if task == "classification":
-        pick = _logits
-    else:
-        pick = _last_hidden_state if config.absolute_pos_embed else _feature_maps
-    return TensorOutputs(reference.eval(), pick)
+    return transformers_outputs(config_for(preset, task), official, task, height, width)
 
 
 def timm_model(preset: str, task: str, weights: dict) -> TensorOutputs:
     """timm's pvt_v2_* (raises ImportError where timm does not import, ValueError for v1, which timm lacks)."""
-    try:
-        import timm
-    except Exception as error:  # absent, or broken by its torchvision dependency
-        raise ImportError(f"timm does not import: {type(error).__name__}: {error}") from error
-
-    if not preset.startswith("pvt-v2"):
-        raise ValueError("timm has no PVT v1")
-    model = timm.create_model(preset.replace("-", "_"), pretrained=False, num_classes=1000)
-    model.load_state_dict(conversion.TIMM_TO_OFFICIAL.apply(conversion.pvt_hf_to_official(weights), reverse=True)[0])
-    if task == "classification":
-        return TensorOutputs(model.eval(), lambda out: (out,))
-
-    class Intermediates(nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels):
-            return self.model.forward_intermediates(pixels, intermediates_only=True)
-
-    return TensorOutputs(Intermediates(model).eval(), tuple)
+    return timm_outputs(config_for(preset, task), conversion.pvt_hf_to_official(weights), task)
 
 
 def build(impl: str, preset: str, task: str, weights: dict, height: int, width: int) -> TensorOutputs:
@@ -162,9 +111,7 @@ def compare_with_pvt_hf(impl: str, preset: str, task: str, weights: dict, height
     config = ours.model.config
     if impl == "transformers" and task == "backbone" and config.absolute_pos_embed:
         expected = ours.model(pixels, output_hidden_states=True).hidden_states[:3]
-        blocks = reference.model(pixels, output_hidden_states=True).hidden_states
-        ends = [sum(config.depths[: i + 1]) - 1 for i in range(3)]
-        actual = [blocks[e].transpose(1, 2).reshape(o.shape) for e, o in zip(ends, expected)]
+        actual = transformers_v1_stage_maps(reference.model, pixels, config)
         compared = "feature maps of stages 1-3"
     else:
         expected, actual = ours(pixels), reference(pixels)

@@ -39,7 +39,7 @@ def gmacs(preset: str, size: int) -> float:
 @torch.inference_mode()
 def forward_ms(impl: str, preset: str, weights: dict, size: int, repeats: int) -> float:
     """Median batch-1 forward time after one warm-up (a fresh model per size: transformers' v1 gets position tables
-    interpolated to that size, see `pvt_hf.conversion.give_transformers_v1_tables`)."""
+    interpolated to that size, see `pvt_hf.reference.give_transformers_v1_tables`)."""
     model = build(impl, preset, "classification", weights, size, size)
     pixels = torch.randn(1, 3, size, size)
     model(pixels)

@@ -7,7 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import tiny_config, transformers_reference
 
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, count_macs
-from pvt_hf.conversion import convert_state_dict, give_transformers_v1_tables
+from pvt_hf.conversion import convert_state_dict
+from pvt_hf.reference import give_transformers_v1_tables
 
 
 # Exact parameter counts of the official model definitions with a 1000-class head, the MACs measured on the official

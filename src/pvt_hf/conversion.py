@@ -483,81 +483,6 @@ def _convert_semantic_fpn(state_dict, source, preset, config):
     return _account(converted, PvtForSemanticSegmentation, config, unused + unused_head + head_keys)
 
 
-def give_transformers_v1_tables(reference: torch.nn.Module, config: PvtConfig, height: int, width: int) -> None:
-    """transformers' v1 reshapes its 224-sized position tables with the *target* grid, so it crashes (or scrambles
-    positions) at any other input size. Give `reference` (any transformers v1 model) tables already interpolated to the
-    grids of a `height` x `width` input by the official dense-prediction formula (`_get_pos_embed`): its own
-    interpolation is then the identity and the rest of its forward runs unchanged, a genuine reference."""
-    model = reference.base_model if hasattr(reference, "base_model") else reference
-    stride = 1
-    with torch.no_grad():
-        for embeddings, patch_size in zip(model.encoder.patch_embeddings, config.patch_sizes):
-            stride *= patch_size
-            table = embeddings.position_embeddings.data
-            prefix = 1 if embeddings.cls_token is not None else 0
-            grid = round((table.shape[1] - prefix) ** 0.5)
-            grid_map = table[:, prefix:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-            resized = torch.nn.functional.interpolate(grid_map, size=(height // stride, width // stride), mode="bilinear")
-            resized = resized.flatten(2).transpose(1, 2)
-            embeddings.position_embeddings = torch.nn.Parameter(torch.cat([table[:, :prefix], resized], dim=1))
-
-
-def transformers_reference(config: PvtConfig, task: str = "classification") -> torch.nn.Module | None:
-    """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s hyper-parameters and random
-    weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""
-    import transformers
-
-    common = dict(
-        depths=config.depths,
-        hidden_sizes=config.hidden_sizes,
-        num_attention_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        num_labels=config.num_labels,
-        layer_norm_eps=config.layer_norm_eps,
-        qkv_bias=config.qkv_bias,
-    )
-    v1 = dict(overlapping_patch_embed=False, conv_ffn=False, linear_sra=False, absolute_pos_embed=True, pooling="cls", stage_norms=False)
-    v2 = dict(overlapping_patch_embed=True, conv_ffn=True, absolute_pos_embed=False, pooling="mean", stage_norms=True)
-    if all(getattr(config, k) == v for k, v in v1.items()):
-        reference_config = transformers.PvtConfig(
-            **common,
-            patch_sizes=config.patch_sizes,
-            strides=config.patch_sizes,
-            sequence_reduction_ratios=config.sr_ratios,
-            image_size=config.image_size,
-        )
-        model_class = transformers.PvtModel if task == "backbone" else transformers.PvtForImageClassification
-    elif all(getattr(config, k) == v for k, v in v2.items()):
-        reference_config = transformers.PvtV2Config(
-            **common,
-            patch_sizes=[2 * p - 1 for p in config.patch_sizes],
-            strides=config.patch_sizes,
-            sr_ratios=config.sr_ratios,
-            linear_attention=config.linear_sra,
-            out_features=config.stage_names,
-        )
-        model_class = transformers.PvtV2Backbone if task == "backbone" else transformers.PvtV2ForImageClassification
-    else:
-        return None
-    return model_class(reference_config).eval()
-
-
-def load_into_transformers(reference: torch.nn.Module, official: dict[str, torch.Tensor]) -> None:
-    """Load official-layout weights into a model from `transformers_reference`. A v1 backbone checkpoint has no
-    class token and final norm: transformers' v1 model then keeps its own, which no stage 1-3 output depends on."""
-    v1 = type(reference).__name__ in ("PvtModel", "PvtForImageClassification")
-    weights = official_to_transformers(official, v1=v1)
-    head = {k.removeprefix("classifier."): v for k, v in weights.items() if k.startswith("classifier.")}
-    body = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
-    if hasattr(reference, "classifier"):
-        reference.classifier.load_state_dict(head)
-        reference = reference.base_model
-    missing, unexpected = reference.load_state_dict(body, strict=False)
-    allowed = {"encoder.patch_embeddings.3.cls_token", "encoder.layer_norm.weight", "encoder.layer_norm.bias"}
-    if unexpected or (set(missing) - allowed if v1 else missing):
-        raise ConversionError(f"transformers' reference does not fit the weights: missing {missing}, unexpected {unexpected}")
-
-
 def verify_against_reference(
     model: torch.nn.Module, official: dict[str, torch.Tensor], source: str, task: str, seed: int = 0
 ) -> tuple[float, str]:
@@ -566,22 +491,10 @@ def verify_against_reference(
     imports, otherwise transformers' own PVT. transformers' v1 is only correct at 224x224 (it reshapes its position
     tables with the target grid), so v1 is compared there; its backbone's stage 4 has no reference (transformers' v1
     always runs the class token), so a v1 backbone is compared on stages 1-3."""
-    config = model.config
-    reference, name = None, "transformers"
-    if source == "timm":
-        try:
-            import timm
+    from .reference import independent_reference, transformers_v1_stage_maps  # reference.py builds on this module
 
-            reference = timm.create_model(_timm_name(config), pretrained=False, num_classes=config.num_labels)
-            reference.load_state_dict(TIMM_TO_OFFICIAL.apply(official, reverse=True)[0])
-            reference, name = reference.eval(), "timm"
-        except Exception:  # timm absent (it needs torchvision) or not this variant: fall back to transformers
-            reference = None
-    if reference is None:
-        reference = transformers_reference(config, task)
-        if reference is None:
-            raise ConversionError("transformers cannot express this configuration, so there is nothing to verify against")
-        load_into_transformers(reference, official)
+    config = model.config
+    reference, name = independent_reference(config, official, source, task)
     v1 = config.absolute_pos_embed
     sizes = [(224, 224)] if v1 else [(224, 224), (256, 320)]
     generator = torch.Generator().manual_seed(seed)
@@ -594,9 +507,7 @@ def verify_against_reference(
                 ours, theirs = [model(pixels).logits], [_logits(reference, pixels)]
             elif v1:
                 ours = list(model(pixels, output_hidden_states=True).hidden_states[:3])
-                blocks = reference(pixels, output_hidden_states=True).hidden_states
-                ends = [sum(config.depths[: i + 1]) - 1 for i in range(3)]
-                theirs = [blocks[e].transpose(1, 2).reshape(o.shape) for e, o in zip(ends, ours)]
+                theirs = transformers_v1_stage_maps(reference, pixels, config)
             else:
                 ours = list(model(pixels, output_hidden_states=True).hidden_states)
                 theirs = list(reference(pixels).feature_maps)
@@ -607,13 +518,6 @@ def verify_against_reference(
 def _logits(reference, pixels):
     out = reference(pixels)
     return out.logits if hasattr(out, "logits") else out
-
-
-def _timm_name(config: PvtConfig) -> str:
-    name = preset_for(config.to_dict())
-    if name is None or not name.startswith("pvt-v2"):
-        raise ConversionError("timm only has the published PVT v2 variants")
-    return name.replace("-", "_")
 
 
 __all__ = [
@@ -632,6 +536,5 @@ __all__ = [
     "pvt_hf_to_official",
     "split_prefix",
     "to_official",
-    "transformers_reference",
     "verify_against_reference",
 ]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
+from .reference import pvt_hf_outputs
 
 
 DEFAULT_OPSET = 18
@@ -85,18 +86,6 @@ def exportable(model: nn.Module):
         model.train(training)
 
 
-class _TensorOutputs(nn.Module):
-    """The model with plain tensor outputs: logits, or the backbone's feature maps."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor):
-        outputs = self.model(pixel_values, return_dict=True)
-        return outputs.logits if isinstance(self.model, PvtForImageClassification) else tuple(outputs.feature_maps)
-
-
 def output_names(model: nn.Module) -> list[str]:
     if isinstance(model, PvtForImageClassification):
         return ["logits"]
@@ -149,7 +138,7 @@ def _export(model, path, names, example, opset, dynamo, dynamic):
     shapes = {"dynamic_shapes": {"pixel_values": {0: dim, 2: dim, 3: dim}}} if dynamic else {}
     with torch.no_grad():
         torch.onnx.export(
-            _TensorOutputs(model), (example,), path, dynamo=dynamo, input_names=["pixel_values"], output_names=names,
+            pvt_hf_outputs(model), (example,), path, dynamo=dynamo, input_names=["pixel_values"], output_names=names,
             opset_version=opset, external_data=False, verbose=False, **shapes,
         )  # fmt: skip
 

@@ -1,0 +1,230 @@
+"""Independent implementations holding pvt_hf's weights: transformers' own PVT (v1 `Pvt*`, v2 `PvtV2*`) and, where
+it imports (it needs torchvision), timm's ``pvt_v2_*``. The converter's ``--verify``, the fidelity tests and the
+benchmarks compare pvt_hf with these.
+
+Weights travel through the official key names (`pvt_hf.conversion`), so every implementation holds the same numbers.
+`TensorOutputs` turns any of them, or a pvt_hf model, into ``pixel_values -> tuple of tensors``.
+"""
+
+import torch
+from torch import nn
+
+from . import conversion
+from .configuration_pvt import PRESETS, PvtConfig
+from .modeling_pvt import PvtForImageClassification
+
+
+class TensorOutputs(nn.Module):
+    """`model` as ``pixel_values -> tuple of tensors``: `pick` takes them out of the model's output, so that
+    exporters, timing loops and output checks treat every implementation alike. `call_kwargs` go to every call."""
+
+    def __init__(self, model: nn.Module, pick, **call_kwargs):
+        super().__init__()
+        self.model, self.pick, self.call_kwargs = model, pick, call_kwargs
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.pick(self.model(pixel_values, **self.call_kwargs))
+
+
+def logits(out) -> tuple[torch.Tensor]:
+    return (out.logits,)
+
+
+def feature_maps(out) -> tuple[torch.Tensor, ...]:
+    return tuple(out.feature_maps)
+
+
+def last_hidden_state(out) -> tuple[torch.Tensor]:
+    return (out.last_hidden_state,)
+
+
+def pvt_hf_outputs(model: nn.Module) -> TensorOutputs:
+    """A `PvtForImageClassification` (logits) or `PvtBackbone` (feature maps) as plain tensors, whatever its
+    config's `return_dict`."""
+    return TensorOutputs(
+        model, logits if isinstance(model, PvtForImageClassification) else feature_maps, return_dict=True
+    )
+
+
+# ------------------------------------------------------------------------------------------------- transformers
+
+
+def transformers_reference(config: PvtConfig, task: str = "classification") -> nn.Module | None:
+    """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s hyper-parameters and random
+    weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""
+    import transformers
+
+    common = dict(
+        depths=config.depths,
+        hidden_sizes=config.hidden_sizes,
+        num_attention_heads=config.num_attention_heads,
+        mlp_ratios=config.mlp_ratios,
+        num_labels=config.num_labels,
+        layer_norm_eps=config.layer_norm_eps,
+        qkv_bias=config.qkv_bias,
+    )
+    # transformers has v1 and v2 (with or without linear SRA), none of the Table-6 steps between them
+    switches = ("overlapping_patch_embed", "conv_ffn", "absolute_pos_embed", "pooling", "stage_norms")
+    if all(getattr(config, k) == PRESETS["pvt-tiny"][k] for k in (*switches, "linear_sra")):
+        reference_config = transformers.PvtConfig(
+            **common,
+            patch_sizes=config.patch_sizes,
+            strides=config.patch_sizes,
+            sequence_reduction_ratios=config.sr_ratios,
+            image_size=config.image_size,
+        )
+        model_class = transformers.PvtModel if task == "backbone" else transformers.PvtForImageClassification
+    elif all(getattr(config, k) == PRESETS["pvt-v2-b0"][k] for k in switches):
+        reference_config = transformers.PvtV2Config(
+            **common,
+            patch_sizes=[2 * p - 1 for p in config.patch_sizes],
+            strides=config.patch_sizes,
+            sr_ratios=config.sr_ratios,
+            linear_attention=config.linear_sra,
+            out_features=config.stage_names,
+        )
+        model_class = transformers.PvtV2Backbone if task == "backbone" else transformers.PvtV2ForImageClassification
+    else:
+        return None
+    return model_class(reference_config).eval()
+
+
+def load_into_transformers(reference: nn.Module, official: dict[str, torch.Tensor]) -> None:
+    """Load official-layout weights into a model from `transformers_reference`. A v1 backbone checkpoint has no
+    class token and final norm: transformers' v1 model then keeps its own, which no stage 1-3 output depends on."""
+    v1 = type(reference).__name__ in ("PvtModel", "PvtForImageClassification")
+    weights = conversion.official_to_transformers(official, v1=v1)
+    head = {k.removeprefix("classifier."): v for k, v in weights.items() if k.startswith("classifier.")}
+    body = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    if hasattr(reference, "classifier"):
+        reference.classifier.load_state_dict(head)
+        reference = reference.base_model
+    missing, unexpected = reference.load_state_dict(body, strict=False)
+    allowed = {"encoder.patch_embeddings.3.cls_token", "encoder.layer_norm.weight", "encoder.layer_norm.bias"}
+    if unexpected or (set(missing) - allowed if v1 else missing):
+        raise conversion.ConversionError(
+            f"transformers' reference does not fit the weights: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def give_transformers_v1_tables(reference: nn.Module, config: PvtConfig, height: int, width: int) -> None:
+    """transformers' v1 reshapes its 224-sized position tables with the *target* grid, so it crashes (or scrambles
+    positions) at any other input size. Give `reference` (any transformers v1 model) tables already interpolated to the
+    grids of a `height` x `width` input by the official dense-prediction formula (`_get_pos_embed`): its own
+    interpolation is then the identity and the rest of its forward runs unchanged, a genuine reference."""
+    model = reference.base_model if hasattr(reference, "base_model") else reference
+    stride = 1
+    with torch.no_grad():
+        for embeddings, patch_size in zip(model.encoder.patch_embeddings, config.patch_sizes, strict=True):
+            stride *= patch_size
+            table = embeddings.position_embeddings.data
+            prefix = 1 if embeddings.cls_token is not None else 0
+            grid = round((table.shape[1] - prefix) ** 0.5)
+            grid_map = table[:, prefix:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+            resized = torch.nn.functional.interpolate(
+                grid_map, size=(height // stride, width // stride), mode="bilinear"
+            )
+            resized = resized.flatten(2).transpose(1, 2)
+            embeddings.position_embeddings = torch.nn.Parameter(torch.cat([table[:, :prefix], resized], dim=1))
+
+
+def transformers_v1_stage_maps(
+    reference: nn.Module, pixel_values: torch.Tensor, config: PvtConfig
+) -> list[torch.Tensor]:
+    """The feature maps of stages 1-3 of a transformers v1 model, read off its per-block hidden states: transformers
+    has no v1 backbone, and its stage 4 always runs the class token, so has no dense-prediction counterpart."""
+    blocks = reference(pixel_values, output_hidden_states=True).hidden_states
+    maps, end, stride = [], -1, 1
+    for depth, patch_size in zip(config.depths[:3], config.patch_sizes[:3], strict=True):
+        end, stride = end + depth, stride * patch_size
+        height, width = pixel_values.shape[-2] // stride, pixel_values.shape[-1] // stride
+        maps.append(blocks[end].transpose(1, 2).reshape(len(pixel_values), -1, height, width))
+    return maps
+
+
+def transformers_outputs(config: PvtConfig, official: dict, task: str, height: int, width: int) -> TensorOutputs:
+    """transformers' model holding `official` weights, ready for `height` x `width` inputs: its classifier (logits),
+    or for the backbone path its PvtV2Backbone (v2; feature maps) and PvtModel (v1: transformers has no v1 backbone;
+    its PvtModel also runs the class token and final LayerNorm; last hidden state)."""
+    reference = transformers_reference(config, task)
+    load_into_transformers(reference, official)
+    if config.absolute_pos_embed and (height, width) != (config.image_size, config.image_size):
+        give_transformers_v1_tables(reference, config, height, width)
+    if task == "classification":
+        return TensorOutputs(reference, logits)
+    return TensorOutputs(reference, last_hidden_state if config.absolute_pos_embed else feature_maps)
+
+
+# --------------------------------------------------------------------------------------------------------- timm
+
+
+def timm_reference(config: PvtConfig, official: dict[str, torch.Tensor]) -> nn.Module:
+    """timm's ``pvt_v2_*`` holding `official` weights. Raises ImportError where timm does not import (it needs
+    torchvision), `ConversionError` (a ValueError) for what timm lacks: v1 and the v2 paper's ablations."""
+    try:
+        import timm
+    except Exception as error:  # absent, or broken by its torchvision dependency
+        raise ImportError(f"timm does not import: {type(error).__name__}: {error}") from error
+
+    name = conversion.preset_for(config.to_dict())
+    if name is None or not name.startswith("pvt-v2"):
+        raise conversion.ConversionError("timm only has the published PVT v2 variants")
+    model = timm.create_model(name.replace("-", "_"), pretrained=False, num_classes=config.num_labels)
+    model.load_state_dict(conversion.TIMM_TO_OFFICIAL.apply(official, reverse=True)[0])
+    return model.eval()
+
+
+class _TimmFeatureMaps(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(pixel_values, intermediates_only=True)
+
+
+def timm_outputs(config: PvtConfig, official: dict, task: str) -> TensorOutputs:
+    """timm's model holding `official` weights: logits, or the four stage maps (`forward_intermediates`)."""
+    model = timm_reference(config, official)
+    if task == "classification":
+        return TensorOutputs(model, lambda out: (out,))
+    return TensorOutputs(_TimmFeatureMaps(model).eval(), tuple)
+
+
+# ------------------------------------------------------------------------------------------------------ --verify
+
+
+def independent_reference(
+    config: PvtConfig, official: dict[str, torch.Tensor], source: str, task: str
+) -> tuple[nn.Module, str]:
+    """An independent implementation holding `official` weights, and its name: timm for timm checkpoints where timm
+    imports, otherwise transformers' own PVT."""
+    if source == "timm":
+        try:
+            return timm_reference(config, official), "timm"
+        except Exception:  # timm absent (it needs torchvision) or not this variant: fall back to transformers
+            pass
+    reference = transformers_reference(config, task)
+    if reference is None:
+        raise conversion.ConversionError(
+            "transformers cannot express this configuration, so there is nothing to verify against"
+        )
+    load_into_transformers(reference, official)
+    return reference, "transformers"
+
+
+__all__ = [
+    "TensorOutputs",
+    "feature_maps",
+    "give_transformers_v1_tables",
+    "independent_reference",
+    "last_hidden_state",
+    "load_into_transformers",
+    "logits",
+    "pvt_hf_outputs",
+    "timm_outputs",
+    "timm_reference",
+    "transformers_outputs",
+    "transformers_reference",
+    "transformers_v1_stage_maps",
+]
