@@ -43,19 +43,29 @@ _MODELS = [
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
     (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
 ]
+
+
 # transformers' lazy mappings also match config classes by name, and its v1 config is called PvtConfig too: register
 # our processors for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
 # about torchvision; that warning is spurious for us).
-_verbosity = logging.get_verbosity()
-logging.set_verbosity_error()
-for _config, _auto, _model, _processor in _MODELS:
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    _auto.register(_config, _model, exist_ok=True)
-    AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor, "torchvision": _processor}, exist_ok=True)
-    _config.register_for_auto_class()
-    _model.register_for_auto_class(_auto.__name__)
-    _processor.register_for_auto_class("AutoImageProcessor")
-logging.set_verbosity(_verbosity)
+def _register_with_auto_classes() -> None:
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        for config, auto, model, processor in _MODELS:
+            AutoConfig.register(config.model_type, config, exist_ok=True)
+            auto.register(config, model, exist_ok=True)
+            AutoImageProcessor.register(
+                config, image_processor_classes={"pil": processor, "torchvision": processor}, exist_ok=True
+            )
+            config.register_for_auto_class()
+            model.register_for_auto_class(auto.__name__)
+            processor.register_for_auto_class("AutoImageProcessor")
+    finally:  # transformers' verbosity is the user's: restored even if a registration fails
+        logging.set_verbosity(verbosity)
+
+
+_register_with_auto_classes()
 
 __all__ = [
     "DETECTION_PRESETS",
