@@ -161,10 +161,10 @@ class PvtMlp(nn.Module):
     """fc1 -> [ReLU (linear SRA)] -> [3x3 depth-wise conv (CFFN)] -> GELU -> fc2."""
 
     # Inference runs the MLP in chunks of at most this many bytes of hidden activations: its widest buffer
-    # (`mlp_ratio` x the block's width, 124 MB per 800x1216 image in stage 1) then stays in the L2/L3 caches and
-    # below glibc's mmap threshold (32 MB at most), above which every fresh buffer is a new mapping paid for in
-    # page faults on every forward.
-    chunk_bytes = 2**22
+    # (`mlp_ratio` x the block's width, 124 MB per 800x1216 image in stage 1) then stays in the last-level cache and
+    # below glibc's mmap threshold (32 MB at most), above which every fresh buffer is a new mapping, paid for in
+    # page faults on every forward. Smaller chunks mean more (parallel) ops per forward, which costs on a busy CPU.
+    chunk_bytes = 2**23
 
     def __init__(self, config: PvtConfig, stage: int):
         super().__init__()
@@ -239,12 +239,13 @@ class PvtMlp(nn.Module):
                     self.linear_into(self.fc1, grid[first:last], new_rows)
                     if self.relu is not None:
                         self.relu(new_rows)
-                rows[ready + last - first : needed].zero_()  # below the image (empty inside it)
+                if last - first < needed - ready:  # the band reaches the bottom of the image: zeros below it
+                    rows[ready + last - first : needed].zero_()
                 band_map = rows[:needed].permute(2, 0, 1)[None]  # (1, C, needed, width), channels-last
                 dwconv = self.dwconv
                 hidden = F.conv2d(band_map, dwconv.weight, dwconv.bias, padding=(0, 1), groups=dwconv.groups)
                 self.linear_into(self.fc2, self.activate(map_to_tokens(hidden)), grid_out[top:bottom])
-                rows[:2] = rows[needed - 2 : needed].clone()
+                rows[:2] = rows[needed - 2 : needed].clone() if needed < 4 else rows[needed - 2 : needed]
                 ready = 2
 
     @staticmethod
