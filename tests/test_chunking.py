@@ -74,6 +74,7 @@ def test_whole_samples_and_bands_agree(chunk_counter, monkeypatch):
             assert_equal_to_1e6(mlp(tokens, height, width), plain)
     assert chunk_counter["mlp"] == 5
 
+
 def test_training_does_not_chunk(chunk_counter):
     """With gradients the MLP keeps its recomputing path (ActivationThenLinear): no chunks, gradients as before."""
     model = PvtForImageClassification(tiny_config("v2")).train()

@@ -182,8 +182,10 @@ class PvtMlp(nn.Module):
 
     def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         dropout = self.training and self.dropout.p > 0
-        if not (torch.is_grad_enabled() or dropout or torch.compiler.is_compiling()):
-            # (Compiled graphs plan and reuse their buffers themselves; chunks would only be unrolled into them.)
+        # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
+        # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
+        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if not (torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
