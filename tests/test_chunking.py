@@ -52,7 +52,7 @@ def test_chunked_mlp_equals_plain(family, size, chunk_counter):
     with torch.inference_mode():
         actual = model(pixels)
     assert chunk_counter["mlp"] == sum(config.depths)
-    assert chunk_counter["linear writes"] > 2 * chunk_counter["mlp"]  # chunking really happened
+    assert chunk_counter["linear writes"] > chunk_counter["mlp"]  # some MLP wrote in several chunks
     outputs = [actual.logits] if size == (224, 224) else actual.feature_maps
     references = [expected.logits] if size == (224, 224) else expected.feature_maps
     for out, ref in zip(outputs, references, strict=True):
