@@ -92,6 +92,13 @@ def build(impl: str, preset: str, task: str, weights: dict, height: int, width: 
     raise ValueError(f"unknown implementation {impl!r}; expected one of {IMPLS}")
 
 
+def forward_macs(preset: str, task: str, batch: int, height: int, width: int) -> int:
+    """Multiply-accumulates of one forward of the benchmarked model (`pvt_hf.count_macs`, on the meta device)."""
+    with torch.device("meta"):
+        model = (PvtForImageClassification if task == "classification" else PvtBackbone)(config_for(preset, task))
+    return pvt_hf.count_macs(model, height, width, batch)
+
+
 def loss_fn(outputs: tuple[torch.Tensor, ...], labels: torch.Tensor, task: str) -> torch.Tensor:
     """Cross-entropy on random labels for classification; for a backbone, the mean square of every feature map, a
     stand-in for a dense-prediction head that gives every output a gradient."""

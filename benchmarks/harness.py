@@ -19,6 +19,7 @@ import torch
 
 from .common import IMPLS, OURS, REFERENCES, ROOT, canonical_weights, compare_with_pvt_hf, machine_info, parse_shape
 from .common import task_for
+from .timing import matmul_peak_gmacs
 from .worker import RESULT_PREFIX, safe_measure
 
 
@@ -95,6 +96,7 @@ def run(args) -> dict:
 
 def _run(args) -> dict:
     results, checks = [], []
+    peak = matmul_peak_gmacs() if args.device == "cpu" else None  # before the measurements, on an idle process
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
             weights = canonical_weights(preset)
@@ -117,7 +119,7 @@ def _run(args) -> dict:
                         results.append({"shape": shape, **result})
                         print(summary_line(results[-1]), flush=True)
     return {
-        "machine": machine_info(args.device),
+        "machine": {**machine_info(args.device), "matmul_peak_gmacs": peak},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "checks": checks,
         "results": results,
@@ -129,12 +131,17 @@ def summary_line(result: dict) -> str:
     head = f"[{result['preset']} {result['shape']} {result['mode']}] {result['impl']}:"
     if result["status"] != "ok":
         return f"{head} {result['status']}: {result['error'][:300]}"
-    return f"{head} {result['images_per_s']:.2f} img/s, peak {result['peak_memory_mb']:.0f} MB"
+    return (
+        f"{head} {result['images_per_s']:.2f} img/s, {result['cpu_s_per_step']:.2f} CPU s/step, "
+        f"{result['minor_faults_per_step']:.0f} faults/step, {result['gmacs_per_s']:.1f} GMAC/s, "
+        f"peak {result['peak_memory_mb']:.0f} MB"
+    )
 
 
 def ratios(results: list[dict]) -> list[dict]:
     """pvt_hf (eager, compiled) against each reference, per preset, shape and mode: speed = reference step time /
-    ours (> 1: we are faster), memory = ours / reference (< 1: we use less)."""
+    ours (> 1: we are faster), cpu = reference CPU seconds per step / ours, memory = ours / reference (< 1: we use
+    less)."""
     ok = {(r["preset"], r["shape"], r["mode"], r["impl"]): r for r in results if r["status"] == "ok"}
     rows = []
     for (preset, shape, mode, impl), ours in ok.items():
@@ -144,6 +151,7 @@ def ratios(results: list[dict]) -> list[dict]:
                 rows.append({
                     "preset": preset, "shape": shape, "mode": mode, "impl": impl, "reference": reference,
                     "speed_ratio": theirs["median_step_s"] / ours["median_step_s"],
+                    "cpu_ratio": theirs["cpu_s_per_step"] / ours["cpu_s_per_step"],
                     "memory_ratio": ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9),
                 })  # fmt: skip
     return rows
@@ -161,8 +169,13 @@ def markdown(report: dict) -> str:
         + "".join(f" · {k}={v}" for k, v in machine.get("environment", {}).items()),
         "",
         "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = reference step "
-        "time / pvt_hf step time (> 1: pvt_hf faster); memory ratio = pvt_hf peak / reference peak (< 1: pvt_hf "
-        "smaller). Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
+        "time / pvt_hf step time (> 1: pvt_hf faster); CPU ratio = the same in CPU seconds of the process per step "
+        "(every thread; steadier than wall time on a shared machine); memory ratio = pvt_hf peak / reference peak "
+        "(< 1: pvt_hf smaller). Faults: minor page faults per step (first touches of fresh pages). GMAC/s: forward "
+        "MACs (`pvt_hf.count_macs`) per second of step"
+        + (f", against a {machine['matmul_peak_gmacs']:.0f} GMAC/s float32 matmul peak measured by the run"
+           if machine.get("matmul_peak_gmacs") else "")
+        + ". Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
         "is held between steps (CPU: resident set, one process per measurement).",
         "",
         *_results_table(report),
@@ -176,8 +189,9 @@ def markdown(report: dict) -> str:
 def _results_table(report: dict) -> list[str]:
     references = sorted({r["reference"] for r in report["ratios"]}, key=REFERENCES.index)
     ratio = {(r["preset"], r["shape"], r["mode"], r["impl"], r["reference"]): r for r in report["ratios"]}
-    columns = ["preset", "input", "task", "mode", "impl", "img/s", "peak MB", "step MB"]
-    columns += [f"{kind} vs {ref}" for ref in references for kind in ("speed", "memory")] + ["notes"]
+    columns = ["preset", "input", "task", "mode", "impl", "img/s", "CPU s/step", "faults/step", "GMAC/s", "peak MB"]
+    columns += ["step MB"] + [f"{kind} vs {ref}" for ref in references for kind in ("speed", "CPU", "memory")]
+    columns += ["notes"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 5 + "---:|" * (len(columns) - 6) + "---|"]
     presets, shapes = report["settings"]["presets"], report["settings"]["shapes"]
 
@@ -190,10 +204,12 @@ def _results_table(report: dict) -> list[str]:
             error = r["error"][:120].replace("|", "/").replace("\n", " ")
             lines.append("| " + " | ".join(cells + ["-"] * (len(columns) - 6) + [error]) + " |")
             continue
-        cells += [f"{r['images_per_s']:.2f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_memory_mb']:.0f}"]
+        cells += [f"{r['images_per_s']:.2f}", f"{r['cpu_s_per_step']:.2f}", f"{r['minor_faults_per_step']:.0f}"]
+        cells += [f"{r['gmacs_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_memory_mb']:.0f}"]
         for ref in references:
             found = ratio.get((r["preset"], r["shape"], r["mode"], r["impl"], ref))
-            cells += [f"{found['speed_ratio']:.2f}", f"{found['memory_ratio']:.2f}"] if found else ["-", "-"]
+            keys = ("speed_ratio", "cpu_ratio", "memory_ratio")
+            cells += [f"{found[k]:.2f}" for k in keys] if found else ["-"] * 3
         notes = [f"compile {r['compile_s']:.0f} s"] if "compile_s" in r else []
         notes += [f"max diff vs eager {r['max_abs_diff_vs_eager']:.1e}"] if "max_abs_diff_vs_eager" in r else []
         lines.append("| " + " | ".join(cells + [", ".join(notes)]) + " |")

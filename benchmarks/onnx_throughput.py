@@ -7,7 +7,6 @@ warm-up, inference only.
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -15,17 +14,11 @@ from pathlib import Path
 import torch
 
 from .common import canonical_weights, machine_info, parse_shape, pvt_hf_model, task_for
+from .timing import time_steps
 
 
 def median_seconds(run, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_steps(run, repeats, warmup)["median_step_s"]
 
 
 def onnx_throughput(preset: str, shape: str, warmup: int = 3, repeats: int = 20, threads: int | None = None) -> dict:

@@ -12,9 +12,7 @@ Needs matplotlib (``pip install matplotlib``); without it, prints the numbers an
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 if not __package__:  # run as a script: make `benchmarks` importable
@@ -22,8 +20,8 @@ if not __package__:  # run as a script: make `benchmarks` importable
 
 import torch  # noqa: E402
 
-from benchmarks.common import ROOT, build, canonical_weights  # noqa: E402
-from pvt_hf import PvtConfig, PvtForImageClassification, count_macs  # noqa: E402
+from benchmarks.common import ROOT, build, canonical_weights, forward_macs  # noqa: E402
+from benchmarks.timing import time_steps  # noqa: E402
 
 
 PRESETS = ["pvt-small", "pvt-v2-b2", "pvt-v2-b2-li"]
@@ -31,9 +29,7 @@ IMPLS = ["pvt_hf", "transformers"]
 
 
 def gmacs(preset: str, size: int) -> float:
-    with torch.device("meta"):
-        model = PvtForImageClassification(PvtConfig.from_preset(preset))
-    return count_macs(model, size, size) / 1e9
+    return forward_macs(preset, "classification", 1, size, size) / 1e9
 
 
 @torch.inference_mode()
@@ -42,13 +38,7 @@ def forward_ms(impl: str, preset: str, weights: dict, size: int, repeats: int) -
     interpolated to that size, see `pvt_hf.reference.give_transformers_v1_tables`)."""
     model = build(impl, preset, "classification", weights, size, size)
     pixels = torch.randn(1, 3, size, size)
-    model(pixels)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(pixels)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * time_steps(lambda: model(pixels), repeats, warmup=1)["median_step_s"]
 
 
 def measure(sizes: list[int], macs_only: bool, repeats: int) -> dict:

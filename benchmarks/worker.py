@@ -7,15 +7,14 @@ memory belongs to this measurement alone; the result is printed as one ``RESULT 
 import ctypes
 import gc
 import json
-import statistics
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from .common import build, loss_fn
+from .common import build, forward_macs, loss_fn
+from .timing import time_steps, timed_call
 
 
 RESULT_PREFIX = "RESULT "
@@ -126,14 +125,8 @@ def measure(spec: dict) -> dict:
     pixels = torch.randn(spec["batch"], 3, spec["height"], spec["width"], device=device)
     step = make_step(model, spec, pixels, device)
 
-    def timed():
-        sync()
-        start = time.perf_counter()
-        out = step()
-        sync()
-        return time.perf_counter() - start, out
-
-    result["first_call_s"], first_output = timed()  # compiles, for the compiled implementation
+    first, first_output = timed_call(step, sync)  # compiles, for the compiled implementation
+    result["first_call_s"] = first["wall_s"]
     if spec["impl"] == "pvt_hf_compiled" and spec["mode"] == "inference" and spec["dtype"] == "fp32":
         with torch.inference_mode():
             expected = eager(pixels)
@@ -141,21 +134,20 @@ def measure(spec: dict) -> dict:
         result["max_abs_diff_vs_eager"] = diff
         del expected
     del first_output
-    for _ in range(spec["warmup"] - 1):
-        step()
-    memory.start_peak()
-    times = [timed()[0] for _ in range(spec["repeats"])]
-    median = statistics.median(times)
+    timings = time_steps(step, spec["repeats"], spec["warmup"] - 1, sync, before_timing=memory.start_peak)
+    macs = forward_macs(spec["preset"], spec["task"], spec["batch"], spec["height"], spec["width"])
     result.update(
         status="ok",
-        step_times_s=times,
-        median_step_s=median,
-        images_per_s=spec["batch"] / median,
+        **timings,
+        images_per_s=spec["batch"] / timings["median_step_s"],
+        forward_gmacs=macs / 1e9,
+        # forward MACs only: for a training step (forward + ~2x in the backward) this understates the work
+        gmacs_per_s=macs / 1e9 / timings["median_step_s"],
         **memory.readings(),
         threads=torch.get_num_threads(),
     )
     if spec["impl"] == "pvt_hf_compiled":
-        result["compile_s"] = max(result["first_call_s"] - median, 0.0)
+        result["compile_s"] = max(result["first_call_s"] - result["median_step_s"], 0.0)
     return result
 
 

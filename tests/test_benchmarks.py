@@ -22,6 +22,7 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert {"machine", "settings", "checks", "results", "ratios"} <= set(report)
     assert {"date", "cpu", "cpu_count", "torch", "transformers"} <= set(report["machine"])
+    assert report["machine"]["matmul_peak_gmacs"] > 0
     [check] = report["checks"]
     assert check["impl"] == "transformers" and check["passed"] and check["max_abs_diff"] <= 1e-4
     assert {(r["impl"], r["mode"]) for r in report["results"]} == {
@@ -31,9 +32,12 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
         assert result["status"] == "ok", result
         assert result["images_per_s"] > 0 and len(result["step_times_s"]) == 1
         assert {"median_step_s", "first_call_s", "peak_memory_mb", "step_memory_mb", "memory_method"} <= set(result)
+        assert result["cpu_s_per_step"] > 0 and result["minor_faults_per_step"] >= 0 and result["gmacs_per_s"] > 0
+        assert len(result["step_cpu_s"]) == len(result["step_minor_faults"]) == 1
     assert {(r["impl"], r["reference"], r["mode"]) for r in report["ratios"]} == {
         ("pvt_hf", "transformers", "inference"), ("pvt_hf", "transformers", "train")
     }
+    assert all(r["cpu_ratio"] > 0 for r in report["ratios"])
     table = (tmp_path / "results.md").read_text()
     assert "| pvt-v2-b0 | 2x64x64 | classification | inference | pvt_hf |" in table
     assert "| pvt-v2-b0 | 2x64x64 | transformers | logits |" in table

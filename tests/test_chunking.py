@@ -1,0 +1,83 @@
+"""Inference runs the MLP in chunks (`PvtMlp.chunk_bytes` of hidden activations at a time): the same outputs as the
+plain MLP at every input geometry, and training untouched."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from pvt_hf import PvtBackbone, PvtForImageClassification
+from pvt_hf.modeling_pvt import PvtMlp
+
+
+@pytest.fixture
+def chunk_counter(monkeypatch):
+    """Counts the chunked MLP calls and their in-place linear writes (fc2 per chunk, fc1 per band), with a
+    budget of 256 KiB so that the tiny models chunk."""
+    counts = {"mlp": 0, "linear writes": 0}
+    forward, linear_into = PvtMlp.forward_in_chunks, PvtMlp.linear_into
+
+    def counting_forward(self, *args):
+        counts["mlp"] += 1
+        return forward(self, *args)
+
+    def counting_linear_into(linear, inputs, out):
+        counts["linear writes"] += 1
+        return linear_into(linear, inputs, out)
+
+    monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**18)
+    monkeypatch.setattr(PvtMlp, "forward_in_chunks", counting_forward)
+    monkeypatch.setattr(PvtMlp, "linear_into", staticmethod(counting_linear_into))
+    return counts
+
+
+def assert_equal_to_1e6(actual, expected):
+    """Max |difference| within 1e-6 of the outputs' scale. Not bitwise: ATen's GELU computes the last few elements
+    of each thread's range with the scalar erf instead of the vectorised one, and those ranges move with the chunk
+    sizes (as they do with the thread count); the networks carry such last-bit differences on."""
+    assert actual.shape == expected.shape
+    assert (actual - expected).abs().max() <= 1e-6 * expected.abs().max(), (actual - expected).abs().max()
+
+
+@pytest.mark.parametrize("size", [(224, 224), (225, 301), (800, 1216)])
+def test_chunked_mlp_equals_plain(family, size, chunk_counter):
+    """v1 (runs of tokens, class token included), v2 (row bands with the conv's halo rows) and v2-li (ReLU before
+    the conv): at 225x301 the grids are odd and bands end short; the reference is the plain MLP (gradient mode)."""
+    torch.manual_seed(0)
+    batch = 2 if size == (224, 224) else 1  # 224: several samples per MLP
+    config = tiny_config(family, out_indices=[0, 1, 2, 3])
+    model = (PvtForImageClassification if size == (224, 224) else PvtBackbone)(config).eval().requires_grad_(False)
+    pixels = torch.randn(batch, 3, *size)
+    expected = model(pixels)  # grad mode on: the plain MLP
+    assert chunk_counter["mlp"] == 0
+    with torch.inference_mode():
+        actual = model(pixels)
+    assert chunk_counter["mlp"] == sum(config.depths)
+    assert chunk_counter["linear writes"] > chunk_counter["mlp"]  # some MLP wrote in several chunks
+    outputs = [actual.logits] if size == (224, 224) else actual.feature_maps
+    references = [expected.logits] if size == (224, 224) else expected.feature_maps
+    for out, ref in zip(outputs, references, strict=True):
+        assert_equal_to_1e6(out, ref)
+
+
+def test_whole_samples_and_bands_agree(chunk_counter, monkeypatch):
+    """Budgets that give several samples per chunk, one sample, bands of many rows and single rows: one result."""
+    torch.manual_seed(0)
+    mlp = PvtMlp(tiny_config("v2-li"), stage=0).eval()
+    height, width = 13, 7
+    tokens = torch.randn(3, height * width, mlp.fc1.in_features)
+    plain = mlp(tokens, height, width).detach()  # gradient mode: the plain MLP
+    assert chunk_counter["mlp"] == 0
+    with torch.no_grad():
+        row_bytes = width * mlp.fc1.out_features * 4
+        for budget in [2 * height * row_bytes, height * row_bytes, 5 * row_bytes, 2 * row_bytes, 1]:
+            monkeypatch.setattr(PvtMlp, "chunk_bytes", budget)
+            assert_equal_to_1e6(mlp(tokens, height, width), plain)
+    assert chunk_counter["mlp"] == 5
+
+
+def test_training_does_not_chunk(chunk_counter):
+    """With gradients the MLP keeps its recomputing path (ActivationThenLinear): no chunks, gradients as before."""
+    model = PvtForImageClassification(tiny_config("v2")).train()
+    model(torch.randn(2, 3, 64, 64)).logits.sum().backward()
+    assert chunk_counter["mlp"] == 0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
