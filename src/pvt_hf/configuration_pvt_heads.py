@@ -66,6 +66,7 @@ class PvtSegmentationConfig(PreTrainedConfig):
     """
 
     model_type = "pvt_hf_segmentation"
+    sub_configs_defaults = {"backbone_config": PvtConfig}  # as UperNet: from_pretrained options reach the backbone
 
     backbone_config: PvtConfig | dict | str | None = None
     decode_head: str = "semantic_fpn"
