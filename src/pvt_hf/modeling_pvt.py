@@ -357,6 +357,15 @@ class PvtLoadingMixin:
                 tensor.data = tensor.data.clone()
         return loaded
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """transformers marks a module of "custom code" initialised, without running its init, when its own
+        parameters are flagged -- trivially so for a module holding none (heads' containers, Deformable DETR's
+        attention), whose parameters a checkpoint lacked then stay garbage. Every `_init_weights` here and in the
+        transformers models the heads subclass uses `transformers.initialization`, which skips loaded parameters
+        itself: these classes take transformers' own path."""
+        return False
+
 
 class PvtPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
     config_class = PvtConfig
