@@ -1,0 +1,158 @@
+"""transformers' own common tests, from the source distribution of the installed transformers (fetched by
+`transformers_common.load()`), run against PvtModel, PvtForImageClassification and PvtBackbone for tiny v1, v2 and
+v2-li configs, and against the image processors. A test is skipped only where transformers' own pvt_v2 tests skip it,
+with the same reason; where pvt_v2 replaces a mixin test for a reason that holds here too (no "stem" stage, feature
+maps instead of token sequences), the replacement is written here."""
+
+import importlib
+import inspect
+import tempfile
+import unittest
+
+import pytest
+import torch
+import transformers_common
+from conftest import TINY, FAMILIES
+
+from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtHfImageProcessor, PvtModel
+
+
+try:
+    _package = transformers_common.load()
+except transformers_common.Unavailable as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+_modeling = importlib.import_module(f"{_package}.test_modeling_common")
+_backbone = importlib.import_module(f"{_package}.test_backbone_common")
+_configuration = importlib.import_module(f"{_package}.test_configuration_common")
+_image_processing = importlib.import_module(f"{_package}.test_image_processing_common")
+ModelTesterMixin, floats_tensor, ids_tensor = _modeling.ModelTesterMixin, _modeling.floats_tensor, _modeling.ids_tensor
+
+IMAGE_SIZE = 64
+
+
+class PvtModelTester:
+    """Tiny configs of one family, as transformers' PvtV2ModelTester builds them."""
+
+    def __init__(self, parent, family: str, batch_size: int = 2, num_labels: int = 3):
+        self.parent, self.family, self.batch_size, self.num_labels = parent, family, batch_size, num_labels
+        self.image_size, self.num_channels, self.is_training = IMAGE_SIZE, 3, True
+        self.hidden_sizes, self.depths = TINY["hidden_sizes"], TINY["depths"]
+
+    def get_config(self) -> PvtConfig:
+        return PvtConfig.from_preset(
+            FAMILIES[self.family],
+            **TINY,
+            image_size=self.image_size,
+            num_labels=self.num_labels,
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+            out_indices=[0, 1, 2, 3],
+        )
+
+    def prepare_config_and_inputs(self):
+        pixel_values = floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
+        return self.get_config(), pixel_values, ids_tensor([self.batch_size], self.num_labels)
+
+    def prepare_config_and_inputs_for_common(self):
+        config, pixel_values, _ = self.prepare_config_and_inputs()
+        return config, {"pixel_values": pixel_values}
+
+
+class PvtCommonTests(ModelTesterMixin):
+    all_model_classes = (PvtModel, PvtForImageClassification)
+    family = "v2"
+    # as transformers' PvtV2ModelTest
+    test_resize_embeddings = False
+    has_attentions = False
+    test_torch_exportable = True
+
+    def setUp(self):
+        self.model_tester = PvtModelTester(self, self.family)
+        self.config_tester = _configuration.ConfigTester(
+            self,
+            config_class=PvtConfig,
+            has_text_modality=False,
+            common_properties=["hidden_sizes", "num_attention_heads", "depths"],
+            **self.model_tester.get_config().to_diff_dict(),
+        )
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_batching_equivalence(self, atol=5e-4, rtol=5e-4):
+        super().test_batching_equivalence(atol=atol, rtol=rtol)  # (transformers' pvt_v2 tolerance)
+
+    @unittest.skip(reason="Pvt does not use inputs_embeds (as transformers' pvt_v2)")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="Pvt has no get_input_embeddings / get_output_embeddings (as transformers' pvt_v2)")
+    def test_model_get_set_embeddings(self):
+        pass
+
+    @unittest.skip(reason="This architecture does not work with using reentrant (as transformers' pvt_v2)")
+    def test_training_gradient_checkpointing(self):
+        pass
+
+    @unittest.skip(reason="This architecture does not work with using reentrant (as transformers' pvt_v2)")
+    def test_training_gradient_checkpointing_use_reentrant(self):
+        pass
+
+    def test_hidden_states_output(self):
+        """(pvt_v2's version: hidden states are the four stage maps, not token sequences.)"""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        strides = [4, 8, 16, 32]
+        expected = [(c, IMAGE_SIZE // s, IMAGE_SIZE // s) for c, s in zip(self.model_tester.hidden_sizes, strides)]
+        for model_class in self.all_model_classes:
+            for via_config in (False, True):
+                config.output_hidden_states = via_config
+                model = model_class(config).eval()
+                with torch.no_grad():
+                    outputs = model(**inputs, output_hidden_states=None if via_config else True)
+                self.assertEqual([tuple(h.shape[1:]) for h in outputs.hidden_states], expected)
+
+    def test_forward_signature(self):
+        for model_class in self.all_model_classes:
+            names = list(inspect.signature(model_class.forward).parameters)
+            self.assertEqual(names[1:2], ["pixel_values"])
+
+
+def _family_class(base, family: str, name: str):
+    return type(name, (base, unittest.TestCase), {"family": family, "__module__": __name__})
+
+
+TestPvtV1Common = _family_class(PvtCommonTests, "v1", "TestPvtV1Common")
+TestPvtV2Common = _family_class(PvtCommonTests, "v2", "TestPvtV2Common")
+TestPvtV2LiCommon = _family_class(PvtCommonTests, "v2-li", "TestPvtV2LiCommon")
+
+
+class PvtBackboneCommonTests(_backbone.BackboneTesterMixin):
+    all_model_classes = (PvtBackbone,)
+    has_attentions = False
+    config_class = PvtConfig
+    family = "v2"
+
+    def setUp(self):
+        self.model_tester = PvtModelTester(self, self.family)
+
+    def test_config(self):
+        """(pvt_v2's version: PVT has no "stem" stage.)"""
+        self.assertEqual(PvtConfig().stage_names, ["stage1", "stage2", "stage3", "stage4"])
+        self.assertEqual(PvtConfig(out_features=None, out_indices=None).out_features, ["stage4"])
+        self.assertEqual(PvtConfig(out_features=["stage2", "stage4"]).out_indices, [1, 3])
+        self.assertEqual(PvtConfig(out_indices=[0, 2]).out_features, ["stage1", "stage3"])
+        with self.assertRaises(ValueError):
+            PvtConfig(out_features=["stage1", "stage2"], out_indices=[0, 2])
+
+    def test_config_save_pretrained(self):
+        """(pvt_v2's version: out indices that exist without a "stem" stage.)"""
+        config = PvtConfig(out_indices=[0, 1, 2, 3])
+        with tempfile.TemporaryDirectory() as folder:
+            config.save_pretrained(folder)
+            self.assertEqual(PvtConfig.from_pretrained(folder).to_dict(), config.to_dict())
+
+
+TestPvtV1BackboneCommon = _family_class(PvtBackboneCommonTests, "v1", "TestPvtV1BackboneCommon")
+TestPvtV2BackboneCommon = _family_class(PvtBackboneCommonTests, "v2", "TestPvtV2BackboneCommon")
+TestPvtV2LiBackboneCommon = _family_class(PvtBackboneCommonTests, "v2-li", "TestPvtV2LiBackboneCommon")
