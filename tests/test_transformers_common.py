@@ -12,9 +12,18 @@ import unittest
 import pytest
 import torch
 import transformers_common
+from transformers.models.detr.modeling_detr import DetrSegmentationOutput
 from conftest import TINY, FAMILIES
 
-from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtHfImageProcessor, PvtModel
+from pvt_hf import (
+    PvtBackbone,
+    PvtConfig,
+    PvtDetrImageProcessor,
+    PvtForImageClassification,
+    PvtHfImageProcessor,
+    PvtModel,
+    PvtSegmentationImageProcessor,
+)
 
 
 try:
@@ -74,7 +83,7 @@ class PvtCommonTests(ModelTesterMixin):
             config_class=PvtConfig,
             has_text_modality=False,
             common_properties=["hidden_sizes", "num_attention_heads", "depths"],
-            **self.model_tester.get_config().to_diff_dict(),
+            **{k: v for k, v in self.model_tester.get_config().to_diff_dict().items() if k not in ("id2label", "label2id")},
         )
 
     def test_config(self):
@@ -156,3 +165,53 @@ class PvtBackboneCommonTests(_backbone.BackboneTesterMixin):
 TestPvtV1BackboneCommon = _family_class(PvtBackboneCommonTests, "v1", "TestPvtV1BackboneCommon")
 TestPvtV2BackboneCommon = _family_class(PvtBackboneCommonTests, "v2", "TestPvtV2BackboneCommon")
 TestPvtV2LiBackboneCommon = _family_class(PvtBackboneCommonTests, "v2-li", "TestPvtV2LiBackboneCommon")
+
+
+class PvtImageProcessingTester(_image_processing.ImageProcessingTester):
+    """transformers' tester, told the processor class directly (it would look it up by the test folder's name)."""
+
+    def __init__(self, parent, processor_class, **kwargs):
+        self.processor_class = processor_class
+        super().__init__(parent, batch_size=3, min_resolution=30, max_resolution=80, **kwargs)
+
+    def _get_image_processing_classes(self):
+        # pvt_hf registers its PIL processors for both of AutoImageProcessor's backends (torchvision is optional)
+        return {"pil": self.processor_class, "torchvision": self.processor_class}
+
+
+class PvtImageProcessingCommonTests(_image_processing.ImageProcessingTestMixin):
+    processor_class, processor_kwargs = PvtHfImageProcessor, {}
+
+    def setUp(self):
+        self.image_processor_tester = PvtImageProcessingTester(self, self.processor_class, **self.processor_kwargs)
+
+
+TestPvtHfImageProcessorCommon = type(
+    "TestPvtHfImageProcessorCommon",
+    (PvtImageProcessingCommonTests, unittest.TestCase),
+    {"processor_kwargs": dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})},
+)
+_post_process = _image_processing.PostProcessSemanticSegmentationTestMixin
+TestPvtSegmentationImageProcessorCommon = type(
+    "TestPvtSegmentationImageProcessorCommon",
+    (PvtImageProcessingCommonTests, _post_process, unittest.TestCase),
+    {"processor_class": PvtSegmentationImageProcessor, "processor_kwargs": dict(size={"height": 32, "width": 40}, num_labels=150)},
+)
+
+
+class PvtDetrImageProcessingTester(PvtImageProcessingTester):
+    def prepare_post_process_semantic_segmentation_inputs(self):
+        """DETR's segmentation outputs: class logits per query (plus "no object") and a mask per query."""
+        num_queries, height, width = 5, 8, 10
+        outputs = DetrSegmentationOutput(
+            logits=torch.randn(self.batch_size, num_queries, self.num_labels + 1),
+            pred_masks=torch.randn(self.batch_size, num_queries, height, width),
+        )
+        return {"outputs": outputs}, {"num_labels": self.num_labels, "height": height, "width": width}
+
+
+class TestPvtDetrImageProcessorCommon(PvtImageProcessingCommonTests, _post_process, unittest.TestCase):
+    processor_class, processor_kwargs = PvtDetrImageProcessor, dict(size={"shortest_edge": 40, "longest_edge": 64})
+
+    def setUp(self):
+        self.image_processor_tester = PvtDetrImageProcessingTester(self, self.processor_class, num_labels=4, **self.processor_kwargs)

@@ -10,8 +10,11 @@ from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, is_scaled_image
 from transformers.utils import logging
-from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
-from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
+from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorKwargs, DetrImageProcessorPil
+from transformers.models.segformer.image_processing_pil_segformer import (
+    SegformerImageProcessorKwargs,
+    SegformerImageProcessorPil,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -67,6 +70,11 @@ class PvtHfImageProcessor(RgbConversionMixin, PilBackend):
     do_center_crop = True
     do_rescale = True
     do_normalize = True
+
+
+# transformers' convention: a processor's keyword arguments are `<processor name>Kwargs` in its module
+PvtDetrImageProcessorKwargs = DetrImageProcessorKwargs
+PvtSegmentationImageProcessorKwargs = SegformerImageProcessorKwargs
 
 
 class PvtDetrImageProcessor(RgbConversionMixin, DetrImageProcessorPil):
