@@ -8,10 +8,13 @@ import importlib
 import inspect
 import tempfile
 import unittest
+from unittest.mock import patch
 
 import pytest
 import torch
+import transformers
 import transformers_common
+from transformers.models.auto import modeling_auto
 from transformers.models.detr.modeling_detr import DetrSegmentationOutput
 from conftest import TINY, FAMILIES
 
@@ -21,7 +24,9 @@ from pvt_hf import (
     PvtDetrImageProcessor,
     PvtForImageClassification,
     PvtHfImageProcessor,
+    PvtForSemanticSegmentation,
     PvtModel,
+    PvtSegmentationConfig,
     PvtSegmentationImageProcessor,
 )
 
@@ -37,7 +42,7 @@ _configuration = importlib.import_module(f"{_package}.test_configuration_common"
 _image_processing = importlib.import_module(f"{_package}.test_image_processing_common")
 ModelTesterMixin, floats_tensor, ids_tensor = _modeling.ModelTesterMixin, _modeling.floats_tensor, _modeling.ids_tensor
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = 32  # the smallest the tiny configs take (PvtConfig.min_input_size): keeps the ~700 tests quick
 
 
 class PvtModelTester:
@@ -77,6 +82,9 @@ class PvtCommonTests(ModelTesterMixin):
     test_torch_exportable = True
 
     def setUp(self):
+        # transformers' tests read its loading warnings, which tests/conftest.py silences
+        self.addCleanup(transformers.logging.set_verbosity, transformers.logging.get_verbosity())
+        transformers.logging.set_verbosity_warning()
         self.model_tester = PvtModelTester(self, self.family)
         self.config_tester = _configuration.ConfigTester(
             self,
@@ -215,3 +223,48 @@ class TestPvtDetrImageProcessorCommon(PvtImageProcessingCommonTests, _post_proce
 
     def setUp(self):
         self.image_processor_tester = PvtDetrImageProcessingTester(self, self.processor_class, num_labels=4, **self.processor_kwargs)
+
+
+class PvtUperNetTester(PvtModelTester):
+    """PVT + transformers' UperNet head (PvtForSemanticSegmentation, decode_head="upernet"), as transformers'
+    UperNetModelTester builds its model (auxiliary head on)."""
+
+    def get_config(self) -> PvtSegmentationConfig:
+        backbone = super().get_config()
+        backbone.num_labels = 0
+        return PvtSegmentationConfig(
+            backbone_config=backbone,
+            decode_head="upernet",
+            hidden_size=32,
+            use_auxiliary_head=True,
+            auxiliary_channels=16,
+            num_labels=self.num_labels,
+        )
+
+
+class TestPvtUperNetCommon(PvtCommonTests, unittest.TestCase):
+    all_model_classes = (PvtForSemanticSegmentation,)
+    test_torch_exportable = False  # (transformers' UperNet test leaves it off)
+
+    def setUp(self):
+        super().setUp()
+        # the class-name table transformers' tests read to give a model labels (ours is not in transformers)
+        names = modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+        self.enterContext(patch.dict(names, {PvtSegmentationConfig.model_type: "PvtForSemanticSegmentation"}))
+        self.model_tester = PvtUperNetTester(self, "v2")
+        self.config_tester = _configuration.ConfigTester(
+            self, config_class=PvtSegmentationConfig, has_text_modality=False, hidden_size=37, common_properties=["hidden_size"]
+        )
+
+    @unittest.skip(reason="UperNet does not use inputs_embeds (as transformers' UperNet)")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="UperNet does not support input and output embeddings (as transformers' UperNet)")
+    def test_model_get_set_embeddings(self):
+        pass
+
+    @unittest.skip(reason="UperNet does not have tied weights (as transformers' UperNet)")
+    def test_tied_model_weights_key_ignore(self):
+        pass
+

@@ -98,6 +98,14 @@ class PvtSegmentationConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A PvtConfig's dict (the folder of a classification model or a backbone) is this model's backbone: read as a
+        segmentation config, its fields would be dropped for the default backbone's."""
+        if config_dict.get("model_type") == PvtConfig.model_type:
+            config_dict = {"backbone_config": config_dict}
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "PvtSegmentationConfig":
         """`<backbone>-semantic-fpn-ade20k` or `<backbone>-upernet-ade20k` for every backbone preset (150 ADE20K
         classes), e.g. `pvt-v2-b2-semantic-fpn-ade20k` (v1 paper Table 5 / v2 paper Table 4 setups)."""
