@@ -25,6 +25,6 @@ setup(
         "examples": ["accelerate>=1.0", "datasets>=3.0", "pycocotools>=2.0.7", "scikit-learn"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "bench": ["matplotlib"],
-        "test": ["pytest>=8", "pytest-timeout"],
+        "test": ["pytest>=8", "pytest-timeout", "parameterized"],  # (parameterized: transformers' common tests)
     },
 )

@@ -282,12 +282,12 @@ def transformers_twin(model):
 
         twin = UperNetForSemanticSegmentation(UperNetConfig(**kwargs))
     else:
-        from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection, DetrConfig, DetrForObjectDetection
+        import transformers
 
-        config_class, model_class = {
-            PvtForObjectDetection: (DetrConfig, DetrForObjectDetection),
-            PvtDeformableDetrForObjectDetection: (DeformableDetrConfig, DeformableDetrForObjectDetection),
-        }[type(model)]
+        # PvtXForY subclasses transformers' XForY, configured by a subclass of XConfig
+        model_class = next(c for c in type(model).__mro__[1:] if c.__module__.startswith("transformers.models."))
+        config_class = next(c for c in type(config).__mro__[1:] if c.__module__.startswith("transformers.models."))
+        assert getattr(transformers, model_class.__name__) is model_class
         twin = model_class(config_class(**kwargs))
     return {n: (p.mean().item(), p.std().item()) for n, p in twin.named_parameters() if "backbone" not in n}
 
@@ -306,7 +306,14 @@ HEAD_PRESETS = {
         PvtDeformableDetrConfig(backbone_config=tiny_backbone(), num_labels=5, encoder_n_points=2, decoder_n_points=2, **{**DETR_SIZES, "decoder_layers": 2})
     ),
 }
-# Mask2Former joins when its class exists (engineer I10c's branch): its reference is transformers' own Mask2Former.
+if hasattr(pvt_hf, "PvtMask2FormerForUniversalSegmentation"):  # its reference: transformers' own Mask2Former
+    HEAD_PRESETS["mask2former"] = lambda: pvt_hf.PvtMask2FormerForUniversalSegmentation(
+        pvt_hf.PvtMask2FormerConfig(
+            backbone_config=tiny_backbone(),
+            **dict(num_labels=4, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2),
+            **dict(num_queries=10, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2),
+        )
+    )
 
 
 def assert_statistics_match(model, reference, names=None):
