@@ -10,7 +10,15 @@ from safetensors.torch import load_file, save_file
 from test_dense import SMALL_DETR, detection_model, segmentation_model
 from test_mask2former import mask2former_model
 
-from pvt_hf import PvtBackbone, PvtDetrConfig, PvtForImageClassification, PvtForObjectDetection
+from pvt_hf import (
+    PvtBackbone,
+    PvtConfig,
+    PvtDetrConfig,
+    PvtForImageClassification,
+    PvtForObjectDetection,
+    PvtForSemanticSegmentation,
+    PvtSegmentationConfig,
+)
 from pvt_hf.transfer import BackboneTransferError, config_with_source_backbone, find_backbone, load_pretrained_backbone
 
 
@@ -132,3 +140,18 @@ def test_a_preset_head_takes_the_source_backbones_architecture(tmp_path):
     model.save_pretrained(tmp_path / "detr")  # the adapted config serialises and reloads
     reloaded = find_backbone(PvtForObjectDetection.from_pretrained(tmp_path / "detr"))[1].state_dict()
     assert all(torch.equal(reloaded[k], expected[k]) for k in expected)
+
+
+def test_the_converters_mm_backbone_folder_starts_a_preset_head(tmp_path):
+    """An mmsegmentation/mmdetection checkpoint -> `convert_pvt_checkpoint.py --task backbone` -> Semantic FPN."""
+    from test_conversion import convert_cli, random_model, write_checkpoint
+
+    source = random_model(PvtConfig.from_preset("pvt-v2-b0"))
+    checkpoint = write_checkpoint(source, "mm-state_dict", tmp_path)
+    assert convert_cli(["--source", "official", "--checkpoint", str(checkpoint), "--task", "backbone", "--output", str(tmp_path / "b0")]) == 0
+    model = PvtForSemanticSegmentation(PvtSegmentationConfig.from_preset("pvt-v2-b0-semantic-fpn-ade20k"))
+    report = load_pretrained_backbone(model, str(tmp_path / "b0"))
+    expected = {k: v for k, v in source.pvt.state_dict().items() if k.startswith("encoder.")}
+    weights = model.backbone.state_dict()
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert report["unused_in_source"] == [] and len(report["loaded"]) == len(expected)
