@@ -143,3 +143,26 @@ def test_pipeline_serves_the_saved_folder_with_and_without_pvt_hf(tmp_path):
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert "OK PvtMask2FormerForUniversalSegmentation" in result.stdout and "(103, 81)" in result.stdout, result.stderr[-3000:]
+
+
+def test_segmentation_script_trains_and_evaluates_a_mask2former(tmp_path):
+    """Two steps on the embedded default through examples/run_semantic_segmentation.py: targets from the processor,
+    the model's loss, mIoU through the saved processor's semantic post-processing; the folder serves the pipeline."""
+    import json
+
+    from test_training import run_script
+
+    labels = {0: "other", 1: "rectangle", 2: "ellipse", 3: "triangle"}  # the embedded shapes, without reduce-labels
+    mask2former_model(num_labels=len(labels), id2label=labels).save_pretrained(tmp_path / "tiny")
+    output = tmp_path / "run"
+    run_script(
+        "run_semantic_segmentation.py", output, "--model_name_or_path", str(tmp_path / "tiny"), "--max_train_steps", "2",
+        "--per_device_train_batch_size", "2", "--max_train_samples", "8", "--max_eval_samples", "4",
+    )  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert 0.0 <= results["eval_mean_iou"] <= 1.0 and "eval_overall_accuracy" in results
+    assert json.loads((output / "config.json").read_text())["model_type"] == PvtMask2FormerConfig.model_type
+    saved = json.loads((output / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "PvtMask2FormerImageProcessor" and saved["size"]["shortest_edge"] == 128
+    segments = pipeline("image-segmentation", model=str(output))(Image.new("RGB", (150, 130)), subtask="semantic")
+    assert segments and {s["label"] for s in segments} <= set(labels.values())
