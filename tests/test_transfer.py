@@ -155,3 +155,29 @@ def test_the_converters_mm_backbone_folder_starts_a_preset_head(tmp_path):
     weights = model.backbone.state_dict()
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
     assert report["unused_in_source"] == [] and len(report["loaded"]) == len(expected)
+
+
+def test_scripts_backbone_argument_starts_a_preset_from_an_imagenet_folder(tmp_path):
+    """`--backbone_name_or_path` as the training scripts use it (training.build_model): the paper's recipe, a preset
+    head on an ImageNet-pretrained PVT folder."""
+    from argparse import Namespace
+
+    from transformers import AutoModelForSemanticSegmentation
+
+    from pvt_hf import SEGMENTATION_PRESETS, training
+
+    torch.manual_seed(1)
+    source = PvtForImageClassification(PvtConfig.from_preset("pvt-v2-b0"))
+    source.save_pretrained(tmp_path / "pvt-v2-b0")
+    args = Namespace(
+        model_name_or_path="pvt-v2-b0-semantic-fpn-ade20k", backbone_name_or_path=str(tmp_path / "pvt-v2-b0"),
+        drop_path_rate=0.1, cache_dir=None, hub_token=None, ignore_mismatched_sizes=False,
+    )  # fmt: skip
+    id2label = {0: "road", 1: "car"}
+    model = training.build_model(
+        args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset
+    )
+    expected = {k: v for k, v in source.pvt.state_dict().items() if k.startswith("encoder.")}
+    weights = model.backbone.state_dict()
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert model.config.id2label == id2label and model.config.backbone_config.drop_path_rate == 0.1
