@@ -166,3 +166,17 @@ def test_segmentation_script_trains_and_evaluates_a_mask2former(tmp_path):
     assert saved["image_processor_type"] == "PvtMask2FormerImageProcessor" and saved["size"]["shortest_edge"] == 128
     segments = pipeline("image-segmentation", model=str(output))(Image.new("RGB", (150, 130)), subtask="semantic")
     assert segments and {s["label"] for s in segments} <= set(labels.values())
+
+
+def test_semantic_post_processing_is_mask2formers_full_resolution_inference():
+    """Mask logits go straight to the target size (the original semantic_inference), not through 384x384."""
+    torch.manual_seed(0)
+    classes, masks = torch.randn(2, 10, 4), torch.randn(2, 10, 30, 40)
+    outputs = type("Outputs", (), {"class_queries_logits": classes, "masks_queries_logits": masks})()
+    label_maps = small_processor().post_process_semantic_segmentation(outputs, target_sizes=[(120, 160), (61, 83)])
+    for i, size in enumerate([(120, 160), (61, 83)]):
+        upsampled = torch.nn.functional.interpolate(masks[i : i + 1], size=size, mode="bilinear", align_corners=False)[0]
+        scores = (classes[i].softmax(-1)[:, :3, None, None] * upsampled.sigmoid()[:, None]).sum(0)
+        assert torch.equal(label_maps[i], scores.argmax(0))
+    with pytest.raises(ValueError, match="1 target sizes for a batch of 2"):
+        small_processor().post_process_semantic_segmentation(outputs, target_sizes=[(8, 8)])

@@ -3,6 +3,8 @@
 Shipped as remote code next to saved models: relative imports only.
 """
 
+import torch
+import torch.nn.functional as F
 from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
 
 from .image_processing_pvt import RgbConversionMixin
@@ -22,6 +24,22 @@ class PvtMask2FormerImageProcessor(RgbConversionMixin, Mask2FormerImageProcessor
         # The binary mask_labels are padded with 0 (no segment there), as the original Mask2Former pads its targets:
         # transformers pads them with ignore_index (255), which the mask and dice losses would read as mask values.
         return super().pad(images, padded_size, segmentation_maps, fill=fill, ignore_index=0)
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None, return_segmentation_scores=False):
+        """Label maps (height, width) at `target_sizes`, as the original Mask2Former's semantic inference: each
+        query's mask logits upsampled straight to the target size, then the sum over queries of class probability
+        (no-object dropped) x mask probability, argmax over classes. (transformers' version first squeezes every
+        mask to a fixed 384x384, which blurs and distorts larger images.) Without `target_sizes`, or asked for the
+        scores, transformers' version."""
+        if target_sizes is None or return_segmentation_scores:
+            return super().post_process_semantic_segmentation(outputs, target_sizes, return_segmentation_scores)
+        if len(target_sizes) != len(outputs.class_queries_logits):
+            raise ValueError(f"{len(target_sizes)} target sizes for a batch of {len(outputs.class_queries_logits)}")
+        label_maps = []
+        for classes, masks, size in zip(outputs.class_queries_logits, outputs.masks_queries_logits, target_sizes):
+            masks = F.interpolate(masks[None], size=tuple(size), mode="bilinear", align_corners=False)[0].sigmoid()
+            label_maps.append(torch.einsum("qc,qhw->chw", classes.softmax(-1)[:, :-1], masks).argmax(0))
+        return label_maps
 
 
 __all__ = ["PvtMask2FormerImageProcessor"]
