@@ -21,6 +21,7 @@ would stay randomly initialised or a shape does not match, and (exit 2) if --ver
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -74,7 +75,10 @@ def parse_args(argv=None):
         "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint); semantic-fpn: a whole "
         "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head)",
     )
-    parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--output", required=True, help="the folder to write (refused if not empty, see --overwrite)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --output folder, replacing its files"
+    )
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also publish the folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument(
@@ -88,6 +92,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
+        print(f"error: --output {output} exists and is not empty; pass --overwrite to write into it", file=sys.stderr)
+        return 1
     try:
         path = resolve_checkpoint(args.checkpoint)
         state_dict, config, report = convert_state_dict(load_checkpoint(path), args.source, args.task, args.preset)
@@ -101,6 +109,10 @@ def main(argv=None) -> int:
     model.load_state_dict(state_dict, strict=True)
 
     if args.verify:
+        non_finite = [name for name, tensor in state_dict.items() if not tensor.isfinite().all()]
+        if non_finite:
+            print(f"error: non-finite (NaN / inf) values in {', '.join(non_finite)}", file=sys.stderr)
+            return 2
         # the Semantic FPN head has no independent implementation to run: its tensors map one to one by name, and
         # the backbone is what is verified
         trunk, trunk_task = (model.backbone, "backbone") if args.task == "semantic-fpn" else (model, args.task)
@@ -111,7 +123,7 @@ def main(argv=None) -> int:
             print(f"error: cannot verify: {error}", file=sys.stderr)
             return 2
         print(f"verify: max |pvt_hf - {reference}| = {difference:.3g}")
-        if difference > VERIFY_TOLERANCE:
+        if not difference <= VERIFY_TOLERANCE:  # (inf where an output is not finite)
             print(f"error: outputs differ from {reference} by {difference:.3g} > {VERIFY_TOLERANCE}", file=sys.stderr)
             return 2
 
@@ -127,8 +139,9 @@ def main(argv=None) -> int:
         macs_size=macs_size,
         repo_id=args.push_to_hub,
     )
-    with open(f"{args.output}/README.md", "w") as f:
-        f.write(card)
+    if (output / "README.md").exists():
+        print(f"note: --overwrite: replacing {output / 'README.md'} with the model card", file=sys.stderr)
+    (output / "README.md").write_text(card)
     print(f"wrote {args.output} (pvt_hf {pvt_hf.__version__}, torch {torch.__version__})")
 
     if args.push_to_hub:

@@ -134,11 +134,14 @@ def test_position_embedding_interpolation_is_the_official_formula():
     model = PvtForImageClassification(config)
     embedding = model.pvt.encoder.stages[0].position_embedding
     expected = official_interpolation(embedding.table.detach(), embedding.grid_size, 37, 51)
-    torch.testing.assert_close(embedding(37, 51, with_cls_token=False), expected)
-    # at the native grid the table is used as is; the class token's row leads the last stage's table
-    assert torch.equal(embedding(56, 56, with_cls_token=False), embedding.table)
+    def zeros(height, width, prefix=0):  # tokens of zeros: the module's output is then the embedding itself
+        return torch.zeros(1, prefix + height * width, embedding.table.shape[-1] if not prefix else last.table.shape[-1])
+
     last = model.pvt.encoder.stages[3].position_embedding
-    assert torch.equal(last(7, 7, with_cls_token=True), last.table)
+    torch.testing.assert_close(embedding(zeros(37, 51), 37, 51, with_cls_token=False), expected)
+    # at the native grid the table is used as is; the class token's row leads the last stage's table
+    assert torch.equal(embedding(zeros(56, 56), 56, 56, with_cls_token=False), embedding.table)
+    assert torch.equal(last(zeros(7, 7, 1), 7, 7, with_cls_token=True), last.table)
 
 
 def test_mac_count_includes_fused_attention():

@@ -12,6 +12,8 @@ from transformers.configuration_utils import PreTrainedConfig
 
 
 _PER_STAGE_FIELDS = ("patch_sizes", "hidden_sizes", "num_attention_heads", "sr_ratios", "mlp_ratios")
+_SWITCHES = ("overlapping_patch_embed", "conv_ffn", "linear_sra", "absolute_pos_embed", "stage_norms", "qkv_bias")
+_RATES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
 
 _V1 = dict(
     patch_sizes=[4, 2, 2, 2],
@@ -124,8 +126,22 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in ("depths", "patch_sizes", "hidden_sizes", "num_attention_heads", "sr_ratios"):
             if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in getattr(self, name)):
                 raise ValueError(f"PvtConfig.{name} must hold positive integers, got {getattr(self, name)}")
-        if any(not isinstance(v, (int, float)) or v <= 0 for v in self.mlp_ratios):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in self.mlp_ratios):
             raise ValueError(f"PvtConfig.mlp_ratios must hold positive numbers, got {self.mlp_ratios}")
+        for i, (size, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios)):
+            if int(size * ratio) < 1:
+                raise ValueError(
+                    f"PvtConfig.mlp_ratios[{i}] = {ratio} gives stage {i + 1} an MLP of int({size} * {ratio}) = 0 "
+                    "channels: the ratio times hidden_sizes must be at least 1"
+                )
+        # a hand-edited config.json may hold "false" (a truthy string) or 0: refuse anything but a JSON boolean
+        for name in _SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"PvtConfig.{name} must be true or false (a boolean), got {getattr(self, name)!r}")
+        for name in (*_RATES, "initializer_range", "layer_norm_eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"PvtConfig.{name} must be a number, got {value!r}")
         for i, (size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if size % heads:
                 raise ValueError(
@@ -143,9 +159,11 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"PvtConfig.image_size = {self.image_size!r} must be a multiple of the total stride "
                 f"{self.total_stride} when absolute_pos_embed=True"
             )
-        if not isinstance(self.num_channels, int) or self.num_channels < 1:
-            raise ValueError(f"PvtConfig.num_channels must be a positive integer, got {self.num_channels!r}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+        for name in ("num_channels", "image_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"PvtConfig.{name} must be a positive integer, got {value!r}")
+        for name in _RATES:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"PvtConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         self.stage_names = [f"stage{i}" for i in range(1, num_stages + 1)]
@@ -160,6 +178,16 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for p in self.patch_sizes:
             stride *= p
         return stride
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side every stage can take: its grid must hold at least one patch, and one
+        spatial-reduction window where SRA reduces (R_i x R_i strided conv)."""
+        size, stride = 1, 1
+        for patch, ratio in zip(self.patch_sizes, self.sr_ratios):
+            stride *= patch
+            size = max(size, stride * (1 if self.linear_sra else ratio))
+        return size
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PvtConfig":

@@ -66,6 +66,7 @@ class PvtSegmentationConfig(PreTrainedConfig):
     """
 
     model_type = "pvt_hf_segmentation"
+    sub_configs_defaults = {"backbone_config": PvtConfig}  # as UperNet: from_pretrained options reach the backbone
 
     backbone_config: PvtConfig | dict | str | None = None
     decode_head: str = "semantic_fpn"
@@ -95,6 +96,14 @@ class PvtSegmentationConfig(PreTrainedConfig):
             raise ValueError(f"PvtSegmentationConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
         self.pool_scales = list(self.pool_scales)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A PvtConfig's dict (the folder of a classification model or a backbone) is this model's backbone: read as a
+        segmentation config, its fields would be dropped for the default backbone's."""
+        if config_dict.get("model_type") == PvtConfig.model_type:
+            config_dict = {"backbone_config": config_dict}
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PvtSegmentationConfig":

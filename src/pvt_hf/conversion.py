@@ -217,7 +217,10 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # empty / truncated: safetensors' message names no file
+            raise ConversionError(f"Cannot read checkpoint {path}: {error} (truncated or not a safetensors file?)") from error
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated or not a torch file
@@ -511,8 +514,15 @@ def verify_against_reference(
             else:
                 ours = list(model(pixels, output_hidden_states=True).hidden_states)
                 theirs = list(reference(pixels).feature_maps)
-        worst = max([worst] + [(a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)])
+        worst = max([worst] + [max_abs_difference(a, b) for a, b in zip(ours, theirs, strict=True)])
     return worst, name
+
+
+def max_abs_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b|, infinite if either holds a NaN or an infinity (a NaN difference would vanish in Python's max)."""
+    if not (a.isfinite().all() and b.isfinite().all()):
+        return float("inf")
+    return (a - b).abs().max().item()
 
 
 def _logits(reference, pixels):

@@ -50,20 +50,22 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import tempfile
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
 import datasets
 import numpy as np
 import PIL.Image
+import torch.utils.data
 from datasets import ClassLabel, Dataset, Features, Image, IterableDataset, List, Value
 from datasets.distributed import split_dataset_by_node
 from PIL import ImageDraw
 
 from .configuration_pvt_heads import ade20k_labels
-
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ def _split_name(split: str, exists) -> str:
 
 def _coco_rows(root: Path, split: str):
     """Canonical detection rows and id2label of a COCO-format folder (see the module docstring for the layout)."""
-    candidates = lambda s: [root / "annotations" / f"instances_{s}.json", root / f"{s}.json"]  # noqa: E731
+    candidates = lambda s: [root / "annotations" / f"instances_{s}.json", root / f"{s}.json"]
     split = _split_name(split, lambda s: any(p.is_file() for p in candidates(s)))
     coco = json.loads(next(p for p in candidates(split) if p.is_file()).read_text())
     categories = sorted(coco["categories"], key=lambda c: c["id"])
@@ -326,11 +328,37 @@ def shard_for_process(dataset, rank: int, world_size: int):
 
 
 def shuffle_stream(dataset, seed: int, buffer_size: int = 1000):
-    """Streams: shard order + a `buffer_size` shuffle buffer; map-style: a full shuffle. The scripts reshuffle each epoch
-    with `seed + epoch`."""
+    """Streams: shard order + a `buffer_size` shuffle buffer (1: shard order only); map-style: a full shuffle."""
     if isinstance(dataset, IterableDataset):
-        return dataset.shuffle(seed=seed, buffer_size=buffer_size)
+        return dataset.shuffle(seed=seed, buffer_size=max(1, buffer_size))
     return dataset.shuffle(seed=seed)
+
+
+def take(dataset, n: int):
+    """The first `n` examples of a stream or a map-style dataset."""
+    return dataset.take(n) if isinstance(dataset, IterableDataset) else dataset.select(range(min(n, len(dataset))))
+
+
+def epoch_stream(dataset, seed: int | None, buffer_size: int = 1000, limit: int | None = None, num_shards: int = 8):
+    """What a `DataLoader` iterates in one epoch: `dataset` shuffled with `seed` (None: in order), cut to `limit`
+    examples, as a datasets `IterableDataset` (whose `state_dict` is its exact position). A map-style dataset
+    becomes a stream of `num_shards` contiguous shards of its (fully shuffled) order, so workers split it.
+
+    A stream's shuffle buffer is not part of its `state_dict` (datasets refills it on resumption); with
+    `buffer_size=1` only the shard order is shuffled, and a resumed stream continues exactly."""
+    if seed is not None:
+        dataset = shuffle_stream(dataset, seed, buffer_size)
+    if limit is not None:
+        dataset = take(dataset, limit)
+    if isinstance(dataset, IterableDataset):
+        return dataset
+    if len(dataset) == 0:  # datasets cannot shard nothing
+        return IterableDataset.from_generator(_no_examples, features=dataset.features)
+    return dataset.to_iterable_dataset(num_shards=min(num_shards, len(dataset)))
+
+
+def _no_examples():
+    yield from ()
 
 
 def set_epoch(dataset, epoch: int) -> None:
@@ -338,6 +366,35 @@ def set_epoch(dataset, epoch: int) -> None:
     `shuffle_stream(ds, seed + epoch)` (or let a sampler do it)."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
+
+
+# TEMPORARY (i10a): stands in for I10b's `load_splits` until branch i10b is merged; replace it then.
+class TaskSplits:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def _reported_size(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:
+        splits = getattr(dataset.info, "splits", None) or {}
+        split = splits.get(str(dataset.split)) if dataset.split else None
+        return split.num_examples if split and split.num_examples else None
+
+
+def load_splits(task, *, dataset_name=None, dataset_config_name=None, train_dir=None, validation_dir=None,
+                train_split=None, eval_split=None, train_val_split=None, streaming=True, columns=None,
+                bbox_format=None, label_names=None, cache_dir=None, trust_remote_code=False, seed=0) -> TaskSplits:
+    """TEMPORARY shim of I10b's loader (same signature): today's `load_task_dataset` twice."""
+    load = dict(streaming=streaming, columns=columns, cache_dir=cache_dir, seed=seed)
+    if task == "detection":
+        load["bbox_format"] = bbox_format
+    train_split, eval_split = train_split or "train", eval_split or "validation"
+    train = load_task_dataset(task, dataset_name, train_split, data_dir=train_dir, **load)
+    evaluation = load_task_dataset(task, dataset_name, eval_split, data_dir=validation_dir or train_dir, **load)
+    return TaskSplits(train=train, eval=evaluation, id2label=label_names or globals()["label_names"](task, train), train_size=_reported_size(train),
+                      eval_size=_reported_size(evaluation), train_split=train_split, eval_split=eval_split)
 
 
 # -------------------------------------------------------------------------------------- decoding, skipping
@@ -397,29 +454,53 @@ def _checked_objects(objects: dict) -> dict:
     return checked
 
 
-class SkipCorrupt:
-    """Iterates decoded, validated examples, skipping the ones that fail (unreadable or truncated images, missing
-    keys, bad boxes or label maps) with a warning: the first `max_warnings` in full, then only counted.
-    `skipped` counts over all passes. Errors of the underlying iterator itself (I/O of a stream) still propagate."""
+class SkipCorrupt(torch.utils.data.IterableDataset):
+    """Iterates decoded, validated (and, with `transform`, augmented) examples, skipping the ones that fail
+    (unreadable or truncated images, missing keys, bad boxes or label maps) with a warning: the first `max_warnings`
+    in full, then only counted. `skipped` counts over all passes in this process.
 
-    def __init__(self, examples, task: str, max_warnings: int = 10):
+    A torch `IterableDataset`, so a `DataLoader`'s workers do the decoding and augmentation. In a worker, the skips
+    are also reported in-band: the next item carries them as `item["skipped"]` (an item that is only that count
+    closes an iteration that skipped samples after its last good one), so the training loop can sum them over
+    workers; `collate_skipping` drops the count-only items. `state_dict` / `load_state_dict` are the stream's
+    (datasets' `IterableDataset.state_dict`), which is what a `StatefulDataLoader` saves: resuming seeks in the
+    stream without reading the consumed part again.
+
+    `transform(example, rng)` gets a `random.Random` seeded by (`seed`, `epoch`, the example's file or bytes), so
+    every sample's augmentation is the same whatever the worker count, process count or resumption. Errors of the
+    underlying iterator itself (I/O of a stream) still propagate."""
+
+    def __init__(self, examples, task: str, max_warnings: int = 10, transform=None, seed: int = 0, epoch: int = 0):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.examples, self.task, self.max_warnings = examples, task, max_warnings
+        self.transform, self.seed, self.epoch = transform, seed, epoch
         self.skipped = 0
 
     def __iter__(self):
-        skipped_before = self.skipped
+        skipped_before = pending = self.skipped
         for index, example in enumerate(self.examples):
             try:
-                decoded = decode_example(example, self.task)
+                item = decode_example(example, self.task)
+                if self.transform is not None:
+                    item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
                 self._skip(index, example, error)
                 continue
-            yield decoded
+            if self.transform is not None:
+                item["skipped"], pending = self.skipped - pending, self.skipped
+            yield item
+        if self.transform is not None and self.skipped > pending:
+            yield {"skipped": self.skipped - pending}
         if self.skipped > skipped_before:
             logger.warning("skipped %d corrupt %s example(s) in this pass (%d in all)",
                            self.skipped - skipped_before, self.task, self.skipped)
+
+    def state_dict(self) -> dict:
+        return self.examples.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.examples.load_state_dict(state)
 
     def _skip(self, index, example, error):
         self.skipped += 1
@@ -428,6 +509,25 @@ class SkipCorrupt:
                            type(error).__name__, error)
             if self.skipped == self.max_warnings:
                 logger.warning("further corrupt examples are only counted")
+
+
+def collate_skipping(items: list[dict], collate) -> dict:
+    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item. A batch
+    whose items were all count-only is `{"skipped": n}` alone (the loop takes no step on it)."""
+    skipped = sum(item.pop("skipped", 0) for item in items)
+    good = [item for item in items if item]
+    return {**(collate(good) if good else {}), "skipped": skipped}
+
+
+def _sample_key(example) -> str:
+    """What identifies a sample across runs: its file, else a checksum of its bytes, else its image id."""
+    image = example.get("image") if isinstance(example, dict) else None
+    if isinstance(image, dict):
+        if image.get("path"):
+            return image["path"]
+        if image.get("bytes"):
+            return str(zlib.crc32(image["bytes"]))
+    return str(image if isinstance(image, str) else example.get("image_id"))
 
 
 def _where(example) -> str:

@@ -8,21 +8,51 @@ Shipped as remote code next to saved models: torch/transformers/PIL/NumPy only.
 import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
-from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
-from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, is_scaled_image
+from transformers.utils import logging
+from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorKwargs, DetrImageProcessorPil
+from transformers.models.segformer.image_processing_pil_segformer import (
+    SegformerImageProcessorKwargs,
+    SegformerImageProcessorPil,
+)
+
+
+logger = logging.get_logger(__name__)
 
 
 class RgbConversionMixin:
     """Every image becomes RGB: transformers converts PIL images (grayscale, RGBA, CMYK, palette) and 3-D arrays;
-    a 2-D array is a grayscale image too."""
+    a 2-D array is a grayscale image too. 16-bit images (PIL "I;16" / "I", uint16 arrays) are scaled to 8 bits
+    (transformers would clip them to white); float arrays already in [0, 1] get transformers' warning to pass
+    `do_rescale=False`. An empty batch is refused."""
 
     do_convert_rgb = True
 
-    def convert_to_rgb(self, image, input_data_format=None):
-        if isinstance(image, np.ndarray) and image.ndim == 2:
+    def preprocess(self, images, *args, **kwargs):
+        if isinstance(images, (list, tuple)) and not images:
+            raise ValueError(f"{type(self).__name__} got an empty list of images: pass at least one image")
+        images = [_to_8_bit(image) for image in images] if isinstance(images, (list, tuple)) else _to_8_bit(images)
+        do_rescale = kwargs.get("do_rescale", self.do_rescale)
+        first = _as_list(images)[0]
+        if do_rescale and isinstance(first, np.ndarray) and first.dtype.kind == "f" and is_scaled_image(first):
+            logger.warning_once(
+                "It looks like you are trying to rescale already rescaled images. If the input images have pixel "
+                "values between 0 and 1, set `do_rescale=False` to avoid rescaling them again."
+            )
+        return super().preprocess(images, *args, **kwargs)
+
+
+def _to_8_bit(image):
+    """16-bit PIL images and uint16 arrays to uint8 (65535 -> 255); a 2-D array to an RGB array."""
+    if isinstance(image, Image.Image) and image.mode.startswith("I"):  # "I;16", "I;16B", "I" (16-bit PNGs)
+        image = np.asarray(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype.kind in "iu" and image.itemsize > 1:  # 8-bit values in a wider type stay as they are
+            scale = 257 if image.dtype == np.uint16 or image.max() > 255 else 1
+            image = np.round(image.astype(np.float64) / scale).clip(0, 255).astype(np.uint8)
+        if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=-1)
-        return super().convert_to_rgb(image, input_data_format=input_data_format)
+    return image
 
 
 class PvtHfImageProcessor(RgbConversionMixin, PilBackend):
@@ -42,6 +72,11 @@ class PvtHfImageProcessor(RgbConversionMixin, PilBackend):
     do_normalize = True
 
 
+# transformers' convention: a processor's keyword arguments are `<processor name>Kwargs` in its module
+PvtDetrImageProcessorKwargs = DetrImageProcessorKwargs
+PvtSegmentationImageProcessorKwargs = SegformerImageProcessorKwargs
+
+
 class PvtDetrImageProcessor(RgbConversionMixin, DetrImageProcessorPil):
     """transformers' DETR processor (shorter side 800, longer at most 1333, ImageNet normalisation, batches padded
     with a `pixel_mask`, COCO annotations -> DETR targets, post-processing) for any image mode.
@@ -57,8 +92,21 @@ class PvtSegmentationImageProcessor(RgbConversionMixin, SegformerImageProcessorP
 
     def preprocess(self, images, segmentation_maps=None, **kwargs):
         if segmentation_maps is not None:
-            pairs = zip(_as_list(images), _as_list(segmentation_maps), strict=True)
-            for i, (image, label_map) in enumerate(pairs):
+            images_list, maps = _as_list(images), _as_list(segmentation_maps)
+            if len(images_list) != len(maps):
+                raise ValueError(
+                    f"got {len(images_list)} images but {len(maps)} segmentation maps: each image needs its own map"
+                )
+            for i, label_map in enumerate(maps):
+                shape = (label_map.height, label_map.width, len(label_map.getbands())) if isinstance(
+                    label_map, Image.Image
+                ) else tuple(label_map.shape)
+                if len(shape) == 3 and shape[-1] > 1 and shape[0] > 1:
+                    raise ValueError(
+                        f"segmentation_maps[{i}] has shape {shape}: a label map holds one class id per pixel "
+                        "(height, width); convert a colour-coded (RGB) map to class ids first"
+                    )
+            for i, (image, label_map) in enumerate(zip(images_list, maps)):
                 if _spatial_size(image) != _spatial_size(label_map):
                     raise ValueError(
                         f"segmentation_maps[{i}] is {_spatial_size(label_map)} (height, width) but its image is "

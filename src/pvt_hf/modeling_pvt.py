@@ -3,7 +3,11 @@
 Shipped as remote code next to saved models: relative imports only, torch and transformers only.
 """
 
+import json
 import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +22,6 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_pvt import PvtConfig
 
 
-MIN_INPUT_SIZE = 32
 LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
 
 
@@ -59,13 +62,16 @@ class PvtPositionEmbedding(nn.Module):
         num_positions = self.grid_size**2 + self.num_prefix_tokens
         self.table = nn.Parameter(torch.zeros(1, num_positions, config.hidden_sizes[stage]))
 
-    def forward(self, height: int, width: int, with_cls_token: bool) -> torch.Tensor:
-        """Embeddings for a height x width grid, shape (1, [1 +] height * width, C), the class token's row first."""
+    def forward(self, tokens: torch.Tensor, height: int, width: int, with_cls_token: bool) -> torch.Tensor:
+        """`tokens` (B, [1 +] height * width, C), class token first, plus their position embeddings.
+
+        Returns the sum rather than the table: a slice of a parameter under `torch.no_grad()` is a leaf-like view
+        that requires gradients without a grad_fn, and module hooks (FlopCounterMode's tracker) fail on it."""
         table = self.table[:, self.num_prefix_tokens :]
         if (height, width) != (self.grid_size, self.grid_size) or torch.compiler.is_exporting():
             grid = tokens_to_map(table, self.grid_size, self.grid_size)
             table = map_to_tokens(F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False))
-        return torch.cat([self.table[:, :1], table], dim=1) if with_cls_token else table
+        return tokens + (torch.cat([self.table[:, :1], table], dim=1) if with_cls_token else table)
 
 
 class PvtAttention(nn.Module):
@@ -305,7 +311,7 @@ class PvtStage(nn.Module):
         if cls_token is not None:
             tokens = torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         if self.position_embedding is not None:
-            tokens = self.pos_dropout(tokens + self.position_embedding(height, width, cls_token is not None))
+            tokens = self.pos_dropout(self.position_embedding(tokens, height, width, cls_token is not None))
         attentions = ()
         for block in self.blocks:
             tokens, probs = block(tokens, height, width, output_attentions)
@@ -324,11 +330,15 @@ class PvtEncoder(nn.Module):
             PvtStage(config, i, rates[start : start + depth]) for i, (start, depth) in enumerate(zip(starts, config.depths))
         )
         self.num_channels = config.num_channels
+        self.min_input_size = config.min_input_size
 
     def forward(self, pixel_values, cls_token=None, output_attentions=False):
         """Runs all stages. Returns the last stage's tokens (class token first, if given), its grid size, the
         per-stage feature maps (B, C_i, H_i, W_i) and the attention maps."""
-        check_pixel_values(pixel_values, self.num_channels)
+        check_pixel_values(pixel_values, self.num_channels, self.min_input_size)
+        # float16 / bfloat16 inputs to a float32 model (and the reverse) run in the model's dtype, as transformers'
+        # vision models do
+        pixel_values = pixel_values.to(self.stages[0].patch_embed.proj.weight.dtype)
         feature_map, feature_maps, attentions = pixel_values, (), ()
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
@@ -341,34 +351,85 @@ class PvtEncoder(nn.Module):
         return tokens, height, width, feature_maps, attentions
 
 
-def check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
+def check_pixel_values(pixel_values: torch.Tensor, num_channels: int, min_size: int) -> None:
+    """Shape and dtype errors that name what is expected, instead of a failure inside the first conv."""
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
         shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
         raise ValueError(f"pixel_values must be a 4-D tensor (batch, {num_channels}, height, width), got {shape}")
+    if not pixel_values.is_floating_point():
+        raise TypeError(
+            f"pixel_values must be a floating-point tensor (normalised pixels), got {pixel_values.dtype}: raw "
+            "uint8/integer images go through the image processor first (e.g. PvtHfImageProcessor()(images, "
+            "return_tensors='pt'))"
+        )
     _, channels, height, width = pixel_values.shape
     if channels != num_channels:
         raise ValueError(
             f"pixel_values must have shape (batch, {num_channels}, height, width) but has {channels} channels: "
             f"got {tuple(pixel_values.shape)}"
         )
-    if height < MIN_INPUT_SIZE or width < MIN_INPUT_SIZE:
+    if height < min_size or width < min_size:
         raise ValueError(
-            f"pixel_values must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels (batch, {num_channels}, "
-            f">={MIN_INPUT_SIZE}, >={MIN_INPUT_SIZE}), got {tuple(pixel_values.shape)}"
+            f"pixel_values must be at least {min_size}x{min_size} pixels for this config's patch_sizes and sr_ratios "
+            f"(batch, {num_channels}, >={min_size}, >={min_size}), got {tuple(pixel_values.shape)}"
         )
 
 
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Raise an OSError naming `path` if it is not a complete safetensors file (empty, truncated, bad header):
+    safetensors' own error ("header too small") names no file."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        header_size = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if header_size is None or 8 + header_size > size:
+            problem = f"{size} bytes, too short for its header"
+        else:
+            try:
+                header = json.loads(f.read(header_size))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                problem = f"unreadable header ({error})"
+            else:
+                if 8 + header_size + end > size:
+                    problem = f"{size} bytes, but its header describes {8 + header_size + end}"
+    if problem:
+        raise OSError(f"{path} is not a complete safetensors file: {problem} (truncated or partly written?)")
+
+
 class PvtLoadingMixin:
-    """Zero-copy safetensors loading can leave tensors at unaligned addresses, where CPU BLAS takes other kernels:
-    realign them, so a reloaded model computes bit-identically to the saved one (and at full speed)."""
+    """Checks a local folder before transformers reads it (its errors name no file), and realigns tensors: zero-copy
+    safetensors loading can leave them at unaligned addresses, where CPU BLAS takes other kernels; realigned, a
+    reloaded model computes bit-identically to the saved one (and at full speed)."""
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        folder = Path(pretrained_model_name_or_path or "", kwargs.get("subfolder", ""))
+        if pretrained_model_name_or_path is not None and folder.is_dir():
+            if kwargs.get("config") is None and not (folder / "config.json").is_file():
+                raise OSError(
+                    f"{folder} has no config.json: {cls.__name__}.from_pretrained needs the config saved with the "
+                    "weights (or pass config=...), else it would build a default, unrelated architecture"
+                )
+            for file in folder.glob("*.safetensors"):
+                check_safetensors_file(file)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
         for tensor in [*model.parameters(), *model.buffers()]:
             if tensor.data_ptr() % 64:
                 tensor.data = tensor.data.clone()
-        return model
+        return loaded
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """transformers marks a module of "custom code" initialised, without running its init, when its own
+        parameters are flagged -- trivially so for a module holding none (heads' containers, Deformable DETR's
+        attention), whose parameters a checkpoint lacked then stay garbage. Every `_init_weights` here and in the
+        transformers models the heads subclass uses `transformers.initialization`, which skips loaded parameters
+        itself: these classes take transformers' own path."""
+        return False
 
 
 class PvtPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
@@ -479,11 +540,43 @@ class PvtForImageClassification(PvtPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.pvt(pixel_values, output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(outputs.pooler_output)
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        loss = self.classification_loss(labels, logits) if labels is not None else None
         result = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
         return result if return_dict else result.to_tuple()
+
+    def classification_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """transformers' loss, with labels that cannot fit refused by name, and an unset `config.problem_type` decided
+        per call (regression for one label, single-label for integer labels, else multi-label) without writing it
+        into the config as transformers' loss does (one call with float labels would fix it for good)."""
+        num_labels = self.config.num_labels
+        if num_labels < 1:
+            raise ValueError(
+                "labels were given but this model has no classifier (config.num_labels = 0): load it with "
+                "num_labels=<your number of classes> (and ignore_mismatched_sizes=True) to train one"
+            )
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            floats = labels.is_floating_point()
+            problem_type = "regression" if num_labels == 1 else ["single", "multi"][floats] + "_label_classification"
+        if problem_type == "single_label_classification":
+            if labels.is_floating_point() or labels.numel() != logits.shape[0]:
+                raise ValueError(
+                    f"single-label classification takes integer class ids, one per image ({logits.shape[0]}), "
+                    f"got {labels.dtype} labels of shape {tuple(labels.shape)}"
+                )
+            if not bool((((labels >= 0) & (labels < num_labels)) | (labels == -100)).all()):  # one device sync
+                raise ValueError(
+                    f"labels hold class ids outside [0, {num_labels}): {labels.flatten().tolist()} "
+                    "(-100 marks an image to ignore)"
+                )
+        elif problem_type == "multi_label_classification" and labels.shape != logits.shape:
+            raise ValueError(
+                f"multi-label classification takes one 0/1 target per class, shape {tuple(logits.shape)}, "
+                f"got {tuple(labels.shape)}"
+            )
+        return self.loss_function(labels, logits, SimpleNamespace(num_labels=num_labels, problem_type=problem_type))
 
 
 class PvtBackbone(BackboneMixin, PvtPreTrainedModel):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoBackbone
+from transformers import initialization as init
 from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.deformable_detr.modeling_deformable_detr import DeformableDetrForObjectDetection
@@ -105,23 +106,23 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """As mmsegmentation: FPN convs Xavier-uniform, head convs Kaiming-normal (fan-out, ReLU), classifiers
-        normal(0, 0.01), BatchNorm 1/0. (The backbone keeps PVT's own initialisation.)"""
-        if isinstance(module, FpnNeck):
-            convs = [m.conv for m in [*module.lateral_convs, *module.fpn_convs]]
-            for conv in convs:
-                nn.init.xavier_uniform_(conv.weight)
-                nn.init.zeros_(conv.bias)
-        elif isinstance(module, (SemanticFpnHead, UperNetHead, UperNetFCNHead)):
-            for conv in module.modules():
-                if isinstance(conv, nn.Conv2d) and conv is not module.classifier:
-                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                    if conv.bias is not None:
-                        nn.init.zeros_(conv.bias)
-            nn.init.normal_(module.classifier.weight, 0.0, 0.01)
-            nn.init.zeros_(module.classifier.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            module.reset_parameters()
+        """Semantic FPN as mmsegmentation's: neck convs Xavier-uniform, head convs Kaiming-normal (fan-out, ReLU; mmcv
+        ConvModule's), classifiers normal(0, 0.01), zero biases, BatchNorm 1/0. UperNet (with its FCN auxiliary head)
+        as transformers' own UperNet: every conv normal(0, initializer_range). The backbone keeps PVT's own.
+
+        Dispatches on the leaf modules that hold the parameters: transformers skips modules without parameters of
+        their own and, when loading, initialises only the parameters a checkpoint lacks (or whose size mismatched)."""
+        if isinstance(module, nn.BatchNorm2d) or self.config.decode_head == "upernet":
+            super()._init_weights(module)
+        elif isinstance(module, nn.Conv2d):
+            if any(module is getattr(head, "classifier", None) for head in (self.decode_head, self.auxiliary_head)):
+                init.normal_(module.weight, 0.0, 0.01)
+            elif any(module is conv for conv in self.neck.modules()):
+                init.xavier_uniform_(module.weight)
+            else:
+                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
 
     def forward(
         self,
@@ -133,6 +134,7 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
         **kwargs,
     ) -> tuple | SemanticSegmenterOutput:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         backbone_out = self.backbone(pixel_values, output_hidden_states=True, output_attentions=output_attentions)
         features = list(backbone_out.feature_maps)
         logits = self.decode_head(self.neck(features) if self.neck is not None else features)
