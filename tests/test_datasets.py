@@ -113,6 +113,8 @@ def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatc
     assert (splits.train_split, splits.eval_split, splits.train_size, splits.eval_size) == ("train", "validation", 6, 3)
     assert splits.id2label == imagenet.id2label
 
+    with pytest.raises(ValueError, match="no config folder 'default'.*--dataset_config_name"):
+        data.load_splits("segmentation", dataset_name="scene_parse_150")  # its export has no default config
     calls.clear()  # a config of a script dataset is the export's folder, not `name=` (one `default` config there)
     splits = data.load_splits("segmentation", dataset_name="scene_parse_150", dataset_config_name="scene_parsing")
     assert calls[-1] == ("scene_parse_150", None, "scene_parsing", "refs/convert/parquet")
@@ -183,6 +185,19 @@ def test_clear_errors(tmp_path):
     assert (splits.train_size, splits.eval_size) == (6, 3) and splits.eval_split == splits.train_split == "train"
     with pytest.raises(ValueError, match="--train_val_split"):
         data.load_splits("segmentation", dataset_name=str(fx.sidewalk_semantic(tmp_path / "sw").root))
+
+
+def test_local_copies_of_script_datasets(tmp_path):
+    """A clone of `main` of a script dataset is refused with the way out; a copy of its export with several configs
+    needs one named."""
+    clone = tmp_path / "imagenet-1k"
+    clone.mkdir()
+    (clone / "imagenet-1k.py").write_text("import datasets\n")
+    with pytest.raises(ValueError, match="refs/convert/parquet"):
+        data.load_splits("classification", dataset_name=str(clone))
+    export = fx.imagenette_parquet_export(tmp_path / "imagenette").root
+    with pytest.raises(ValueError, match="160px.*--dataset_config_name"):
+        data.load_splits("classification", dataset_name=str(export))
 
 
 def test_train_dir_and_validation_dir(tmp_path):

@@ -19,24 +19,29 @@ Canonical examples, as `SkipCorrupt` / `decode_example` yield them:
 The datasets that `load_task_dataset` returns have these columns with images as datasets' undecoded
 `{"bytes", "path"}` dicts (`Image(decode=False)`), so that a corrupt file never raises inside datasets' own iterator.
 
-Sources (`dataset_name`, or `data_dir` with `dataset_name=None`):
-  Hub id          `datasets.load_dataset(name, split=..., streaming=True)`, then the schema adapter (`adapt`).
-                  Defaults: `image`/`label` (ImageNet-1k), `objects.{bbox,category,area,iscrowd}` + `image_id`
-                  (`detection-datasets/coco`: boxes xyxy; anything else, e.g. `cppe-5`: xywh), `image`/`annotation`
-                  (`scene_parse_150`). Override with `columns=` and `bbox_format=`.
-  *.parquet       a file, a glob, or a folder (split files named as datasets expects: `train-*.parquet`,
-                  `data/validation-*.parquet`, ...), in any of the Hub schemas above -> the same adapter.
+Sources (`load_splits`: `dataset_name`, else `train_dir` [+ `validation_dir`], else the embedded dataset):
+  Hub id          `datasets.load_dataset_builder(name, config)`, streamed, then the schema adapter (`adapt`). A loading
+                  script (datasets 5 runs none: `ILSVRC/imagenet-1k`, `scene_parse_150`, `frgfm/imagenette`) is read
+                  from its parquet export, `revision="refs/convert/parquet"`, `data_dir=<config or "default">`.
+  repo folder     a local copy of a Hub repository (`huggingface-cli download ... --local-dir`), read exactly like it:
+                  parquet / webdataset tars / images with datasets' split naming (`data/train-00000-of-00002.parquet`,
+                  `imagenet1k-validation-0000.tar`, `data/val-*.parquet` -> split "val"), README configs; a copy of a
+                  parquet export (`<config>/<split>/0000.parquet`, `partial-<split>`) picks its config folder.
+  *.parquet       a file or a glob: one "train" split (evaluate with `train_val_split` or `validation_dir`).
   image folder    (classification) `<root>/<split>/<class>/*.png|jpg` (or `<root>/<class>/*`: one "train" split).
   COCO folder     (detection) `<root>/annotations/instances_<split>.json` or `<root>/<split>.json`; images in
                   `<root>/<split>/`, `<root>/images/<split>/`, `<root>/images/` or `<root>/` (`file_name` relative to
-                  it). Category ids are mapped to 0..K-1 in id order.
+                  it). Category ids are mapped to 0..K-1 in id order. Boxes are COCO's xywh.
   ADE20K folder   (segmentation) `<root>/images/<split>/*.jpg` + `<root>/annotations/<split>/<same stem>.png`, as
-                  ADEChallengeData2016. Label names from `<root>/id2label.json` (ids after reduce-labels), else
-                  ADE20K's 150 when `objectInfo150.txt` is there.
-  Split names "train"/"validation"/"test" also find "training", "val"/"valid", "testing" folders.
+                  ADEChallengeData2016. Label names from `<root>/id2label.json` (ids after reduce-labels), else the
+                  names of `objectInfo150.txt`.
+  Columns: `image`/`label` (also webdataset's `jpg`/`cls`), `objects.{bbox,category,area,iscrowd}` + `image_id`,
+  `image`/`annotation` (also sidewalk's `pixel_values`/`label`); override with `columns=`. Detection boxes are in the
+  declared `bbox_format` (or what a known card documents), checked on the first rows; never guessed from a name.
+  Split names "train"/"validation"/"test" also find "training"/"train2017", "val"/"valid"/"val2017", "testing".
 
-Label names (`label_names`) are indexed as the model's `id2label`: for segmentation that is after reduce-labels
-(annotation value v is id v - 1), like `ade20k_labels()`.
+Label names (`id2label`) are indexed as the model's: for segmentation that is after reduce-labels (annotation value
+v is id v - 1; a repository's `id2label.json` lists the label map's values, 0 "unlabeled", and is shifted so).
 
 With no source, each task uses an embedded dataset written once under `cache_dir` (default `$PVT_HF_DATASETS` or
 `~/.cache/pvt_hf/datasets`) and then read through the same local loaders: scikit-learn's handwritten digits (real data)
@@ -405,18 +410,37 @@ def _holds_data_files(folder: Path) -> bool:
 def _hub_like(name: str, config: str | None, cache_dir, data_dir, hub_id: str | None, root: Path | None):
     """A Hub repository (or a local folder laid out like one): `name=config`, or for a parquet export (a script
     dataset on the Hub, or a local copy of its `refs/convert/parquet` branch) the config's folder as `data_dir`."""
-    if root is not None and config is not None and (root / config).is_dir():
-        builder = datasets.load_dataset_builder(name, data_dir=config, cache_dir=cache_dir)
-    else:
+    if root is not None:
+        exported = _export_configs(root)
+        if config is None and len(exported) > 1:
+            raise ValueError(f"{name} is a parquet export of several configs {exported}: pick one with "
+                             "--dataset_config_name")
+        if config in exported or (config is None and exported):
+            return _BuilderSource(datasets.load_dataset_builder(name, data_dir=config or exported[0],
+                                                                cache_dir=cache_dir), name, None, _repo_id2label(name, root))
+    try:
+        builder = datasets.load_dataset_builder(name, config, data_dir=data_dir, cache_dir=cache_dir)
+    except RuntimeError as error:
+        if "Dataset scripts are no longer supported" not in str(error):
+            raise
+        if root is not None:
+            raise ValueError(f"{name} holds a loading script, which datasets 5 does not run: download the dataset's "
+                             f"parquet export instead (--revision {_EXPORT_REVISION})") from error
+        logger.info("%s is a dataset script: reading its parquet export (%s)", name, _EXPORT_REVISION)
         try:
-            builder = datasets.load_dataset_builder(name, config, data_dir=data_dir, cache_dir=cache_dir)
-        except RuntimeError as error:
-            if "Dataset scripts are no longer supported" not in str(error) or root is not None:
-                raise
-            logger.info("%s is a dataset script: reading its parquet export (%s)", name, _EXPORT_REVISION)
             builder = datasets.load_dataset_builder(name, data_dir=config or "default", revision=_EXPORT_REVISION,
                                                     cache_dir=cache_dir)
+        except FileNotFoundError as missing:
+            raise ValueError(f"the parquet export of {name} has no config folder {config or 'default'!r}: pass its "
+                             "config with --dataset_config_name (e.g. scene_parsing for scene_parse_150)") from missing
     return _BuilderSource(builder, name, hub_id, _repo_id2label(name, root))
+
+
+def _export_configs(root: Path) -> list[str]:
+    """The config folders of a local copy of a parquet export (`<config>/<split>/NNNN.parquet`), else []."""
+    if (root / "README.md").exists():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and next(d.glob("*/*.parquet"), None) is not None)
 
 
 def _repo_id2label(name: str, root: Path | None) -> dict[int, str] | None:
