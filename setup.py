@@ -22,7 +22,7 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "examples": ["accelerate>=1.0", "datasets>=3.0", "pycocotools>=2.0.7", "scikit-learn"],
+        "examples": ["accelerate>=1.0", "datasets>=3.0", "pycocotools>=2.0.7", "scikit-learn", "torchdata>=0.8"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "bench": ["matplotlib"],
         "test": ["pytest>=8", "pytest-timeout"],

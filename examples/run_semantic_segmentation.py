@@ -1,112 +1,148 @@
 #!/usr/bin/env python
-"""Train PVT + Semantic FPN (or UperNet) for semantic segmentation with accelerate on a streamed ADE20K-style dataset.
+"""Train PVT + Semantic FPN (or UperNet) for semantic segmentation with accelerate, in the shape of transformers'
+`run_semantic_segmentation_no_trainer.py`: arguments -> data -> model -> optimizer and schedule -> accelerator.prepare
+-> resume -> training loop -> evaluation -> save / push.
 
     accelerate launch examples/run_semantic_segmentation.py                     # embedded default: synthetic shapes
     accelerate launch --multi_gpu --num_processes 4 examples/run_semantic_segmentation.py \\
-        --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-semantic-fpn-ade20k --max_train_steps 40000
+        --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-semantic-fpn-ade20k --max_train_steps 40000 \\
+        --backbone_name_or_path pvt-v2-b2 --do_reduce_labels --dataloader_num_workers 8
 
 Defaults follow the papers' Semantic FPN setup on ADE20K: AdamW lr 1e-4, weight decay 1e-4, poly schedule (power 0.9),
 40k iterations (80k for the large backbones) at batch 16, random resize (ratio 0.5..2.0) + random 512x512 crop + flip,
-cross-entropy ignoring label 255 (ADE20K's 0 = "other" is reduced to it). Evaluation: mIoU / mAcc / aAcc at the labels'
-resolution. With no --dataset_name, a synthetic shapes dataset (ADE20K layout, generated once) trains in minutes.
+cross-entropy ignoring label 255 (with --do_reduce_labels ADE20K's 0 = "other" becomes it). Evaluation: mIoU / mAcc /
+aAcc at the labels' resolution, through the saved image processor (resize to --image_size square, as
+`pipeline("image-segmentation")` does with the saved folder). With no --dataset_name, a synthetic shapes dataset (ADE20K
+layout, generated once) trains in minutes.
 """
 
 import argparse
+import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate.utils import gather_object, set_seed
-from PIL import Image
 from transformers import AutoModelForSemanticSegmentation
 
 from pvt_hf import SEGMENTATION_PRESETS, PvtSegmentationConfig, data, training
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
-from pvt_hf.transforms import SegmentationTrainTransform, normalize, reduce_labels
+from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
 
 
+TASK = "segmentation"
 RECIPE = dict(
-    model="pvt-v2-b0-semantic-fpn-ade20k", image_size=512, learning_rate=1e-4, weight_decay=1e-4, lr_scheduler="poly",
-    num_train_epochs=1, batch_size=4, output_dir="pvt-semantic-segmentation",
+    model="pvt-v2-b0-semantic-fpn-ade20k", image_size=512, learning_rate=1e-4, weight_decay=1e-4,
+    lr_scheduler_type="polynomial", num_train_epochs=1, batch_size=4, output_dir="pvt-semantic-segmentation",
 )  # fmt: skip
-EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels): see --reduce_labels
-    image_size=128, learning_rate=1e-3, num_train_epochs=20, per_device_train_batch_size=8, per_device_eval_batch_size=1,
-    reduce_labels=False,
+EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels)
+    image_size=128, learning_rate=1e-3, num_train_epochs=20, per_device_train_batch_size=8, per_device_eval_batch_size=8,
+    do_reduce_labels=False, streaming=False,
 )  # fmt: skip
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_common_arguments(parser, RECIPE)
+    training.add_arguments(parser, RECIPE, dense=True)
     group = parser.add_argument_group("segmentation")
-    group.add_argument("--annotation_column", default=None, help="override the label-map column name")
-    group.add_argument("--reduce_labels", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--annotation_column_name", default=None, help="the dataset's label-map column (default: annotation)")
+    group.add_argument("--do_reduce_labels", action=argparse.BooleanOptionalAction, default=True,
                        help="ADE20K's convention: 0 ('other') is ignored, 1..N become 0..N-1")  # fmt: skip
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
+def train_item(example, rng, transform, do_reduce_labels, ignore_index):
+    """One training sample, in a data-loader worker: random resize, crop and flip of image and label map."""
+    pixels, labels = transform(example["image"], example["annotation"], rng)
+    return {"pixel_values": pixels, "labels": reduce_labels(labels, ignore_index) if do_reduce_labels else labels}
+
+
+def collate(items):
+    return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "labels")}
+
+
+# The model-specific parts: a head with another training target or post-processing (e.g. Mask2Former) replaces these.
+
+
+def training_loss(model, batch, device):
+    return model(pixel_values=batch["pixel_values"].to(device), labels=batch["labels"].to(device)).loss
+
+
+def predict(model, processor, images, device) -> list[torch.Tensor]:
+    """Label maps at the images' own sizes, through the saved processor and its post-processing."""
+    outputs = model(pixel_values=processor(images, return_tensors="pt").pixel_values.to(device))
+    return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1] for image in images])
+
+
 def main(argv=None):
+    # ----------------------------------------------------------------------------------------------- arguments
     args = parse_args(argv)
+    training.check_hub_access(args)
     accelerator = training.make_accelerator(args)
     set_seed(args.seed)
-    columns = {k: v for k, v in {"image": args.image_column, "annotation": args.annotation_column}.items() if v}
-    train_set, train_stream, eval_stream, id2label = training.load_streams(accelerator, args, "segmentation", columns=columns or None)
-    if not args.reduce_labels:  # label v keeps id v, so 0 ("other" in ADE20K's convention) is a class of its own
+
+    # ---------------------------------------------------------------------------------------------------- data
+    splits = training.load_splits(args, TASK, {"image": args.image_column_name, "annotation": args.annotation_column_name})
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
+    plan = training.plan_steps(args, splits.train_size, world)
+    id2label = splits.id2label
+    if not args.do_reduce_labels:  # label v keeps id v, so 0 ("other" in ADE20K's convention) is a class of its own
         id2label = {0: "other", **{k + 1: v for k, v in id2label.items()}}
+    size = {"height": args.image_size, "width": args.image_size}
+    processor = PvtSegmentationImageProcessor(size=size, do_reduce_labels=args.do_reduce_labels)
 
-    model = training.build_model(
-        args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset
-    )
-    transform = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, seed=args.seed + accelerator.process_index)
+    # --------------------------------------------------------------------------------------------------- model
+    model = training.build_model(args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset)
     ignore = model.config.semantic_loss_ignore_index
+    augment = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, ignore_index=ignore)
+    transform = functools.partial(train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore)
 
-    def batches(epoch):
-        transform.rng.seed(training.epoch_seed(args.seed, epoch, accelerator.process_index))
-        train_stream.examples = data.shuffle_stream(train_set, args.seed + epoch, args.shuffle_buffer_size)
-        pixels, labels = [], []
-        for i, example in enumerate(train_stream):
-            if args.max_train_samples and i >= args.max_train_samples // accelerator.num_processes:
-                break
-            image, label_map = transform(example["image"], example["annotation"])
-            pixels.append(image)
-            labels.append(reduce_labels(label_map, ignore) if args.reduce_labels else label_map)
-            if len(pixels) == args.per_device_train_batch_size:
-                yield {"pixel_values": torch.stack(pixels), "labels": torch.stack(labels)}
-                pixels, labels = [], []
+    # ------------------------------------------------------------------------------ optimizer, schedule, prepare
+    optimizer = training.build_optimizer(model, args.learning_rate, args.weight_decay)
+    scheduler = training.build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if args.with_tracking:
+        accelerator.init_trackers("pvt_semantic_segmentation", config={k: str(v) for k, v in vars(args).items()})
 
-    def compute_loss(model, batch):
-        return model(**training.to_device(batch, accelerator.device)).loss
+    # ------------------------------------------------------------------------------------ resume, training loop
+    progress = training.Progress(accelerator, args, plan, training.resume(accelerator, args))
+    for epoch in progress.epochs():
+        model.train()
+        loader = training.train_loader(train_set, args, epoch, TASK, transform, collate, world)
+        for batch in progress.batches(loader):
+            with accelerator.accumulate(model):
+                loss = training_loss(model, batch, accelerator.device)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+            progress.after_batch(loss, scheduler)
 
-    model = training.fit(accelerator, args, model, train_set, batches, compute_loss, "pvt_semantic_segmentation")
+    # ------------------------------------------------------------------------------------------ evaluation
+    eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
+    metrics = evaluate(accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels)
+    metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    accelerator.print(f"eval: {metrics}")
 
-    metrics = evaluate(accelerator, model, eval_stream, args, len(id2label), ignore)
-    processor = PvtSegmentationImageProcessor(size={"height": args.image_size, "width": args.image_size}, do_reduce_labels=args.reduce_labels)
-    return training.conclude(accelerator, model, processor, args, metrics, "image-segmentation", (train_stream, eval_stream))
+    # ----------------------------------------------------------------------------------------- save, push
+    training.save_outputs(accelerator, model, processor, args, metrics, "image-segmentation")
+    return metrics
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, eval_stream, args, num_labels, ignore) -> dict:
-    """mIoU / mAcc / aAcc (ADE20K conventions): each image resized so its shorter side is --image_size (whole-image
-    inference), logits upsampled to the label map's size; the per-class histograms of all processes are summed."""
+def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_reduce_labels) -> dict:
+    """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution; the per-class
+    histograms of all processes are summed."""
     model.eval()
     metric = SegmentationMetric(num_labels, ignore_index=ignore)
-    for i, example in enumerate(eval_stream):
-        if args.max_eval_samples and i >= args.max_eval_samples // accelerator.num_processes:
-            break
-        image = example["image"]  # decoded as RGB by pvt_hf.data
-        scale = args.image_size / min(image.size)
-        resized = image.resize((max(32, round(image.width * scale)), max(32, round(image.height * scale))), Image.BILINEAR)
-        labels = torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))
-        labels = reduce_labels(labels, ignore) if args.reduce_labels else labels
-        logits = model(pixel_values=normalize(resized)[None].to(accelerator.device)).logits
-        prediction = F.interpolate(logits, size=labels.shape, mode="bilinear", align_corners=False).argmax(1).cpu()
-        metric.update(prediction, labels[None])
+    for examples in batches:
+        predictions = predict(model, processor, [e["image"] for e in examples], accelerator.device)
+        for example, prediction in zip(examples, predictions):
+            labels = torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))
+            labels = reduce_labels(labels, ignore) if do_reduce_labels else labels
+            metric.update(prediction.cpu()[None], labels[None])
     total = SegmentationMetric(num_labels, ignore_index=ignore)
     for state in gather_object([metric.state_dict()]):  # every process gets every shard's histograms
         total.merge(state)
-    metric = total
-    return results_with_prefix(metric.compute())
+    return results_with_prefix(total.compute())
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import tempfile
 import zlib
@@ -69,6 +70,7 @@ import datasets
 import huggingface_hub
 import numpy as np
 import PIL.Image
+import torch.utils.data
 from datasets import ClassLabel, Dataset, Features, Image, IterableDataset, List, Value
 from datasets.distributed import split_dataset_by_node
 from PIL import ImageDraw
@@ -710,11 +712,31 @@ def shard_for_process(dataset, rank: int, world_size: int):
 
 
 def shuffle_stream(dataset, seed: int, buffer_size: int = 1000):
-    """Streams: shard order + a `buffer_size` shuffle buffer; map-style: a full shuffle. The scripts reshuffle each epoch
-    with `seed + epoch`."""
+    """Streams: shard order + a `buffer_size` shuffle buffer (1: shard order only); map-style: a full shuffle."""
     if isinstance(dataset, IterableDataset):
-        return dataset.shuffle(seed=seed, buffer_size=buffer_size)
+        return dataset.shuffle(seed=seed, buffer_size=max(1, buffer_size))
     return dataset.shuffle(seed=seed)
+
+
+def take(dataset, n: int):
+    """The first `n` examples of a stream or a map-style dataset."""
+    return dataset.take(n) if isinstance(dataset, IterableDataset) else dataset.select(range(min(n, len(dataset))))
+
+
+def epoch_stream(dataset, seed: int | None, buffer_size: int = 1000, limit: int | None = None, num_shards: int = 8):
+    """What a `DataLoader` iterates in one epoch: `dataset` shuffled with `seed` (None: in order), cut to `limit`
+    examples, as a datasets `IterableDataset` (whose `state_dict` is its exact position). A map-style dataset
+    becomes a stream of `num_shards` contiguous shards of its (fully shuffled) order, so workers split it.
+
+    A stream's shuffle buffer is not part of its `state_dict` (datasets refills it on resumption); with
+    `buffer_size=1` only the shard order is shuffled, and a resumed stream continues exactly."""
+    if seed is not None:
+        dataset = shuffle_stream(dataset, seed, buffer_size)
+    if limit is not None:
+        dataset = take(dataset, limit)
+    if isinstance(dataset, IterableDataset):
+        return dataset
+    return dataset.to_iterable_dataset(num_shards=max(1, min(num_shards, len(dataset))))
 
 
 def set_epoch(dataset, epoch: int) -> None:
@@ -781,29 +803,53 @@ def _checked_objects(objects: dict) -> dict:
     return checked
 
 
-class SkipCorrupt:
-    """Iterates decoded, validated examples, skipping the ones that fail (unreadable or truncated images, missing
-    keys, bad boxes or label maps) with a warning: the first `max_warnings` in full, then only counted.
-    `skipped` counts over all passes. Errors of the underlying iterator itself (I/O of a stream) still propagate."""
+class SkipCorrupt(torch.utils.data.IterableDataset):
+    """Iterates decoded, validated (and, with `transform`, augmented) examples, skipping the ones that fail
+    (unreadable or truncated images, missing keys, bad boxes or label maps) with a warning: the first `max_warnings`
+    in full, then only counted. `skipped` counts over all passes in this process.
 
-    def __init__(self, examples, task: str, max_warnings: int = 10):
+    A torch `IterableDataset`, so a `DataLoader`'s workers do the decoding and augmentation. In a worker, the skips
+    are also reported in-band: the next item carries them as `item["skipped"]` (an item that is only that count
+    closes an iteration that skipped samples after its last good one), so the training loop can sum them over
+    workers; `collate_skipping` drops the count-only items. `state_dict` / `load_state_dict` are the stream's
+    (datasets' `IterableDataset.state_dict`), which is what a `StatefulDataLoader` saves: resuming seeks in the
+    stream without reading the consumed part again.
+
+    `transform(example, rng)` gets a `random.Random` seeded by (`seed`, `epoch`, the example's file or bytes), so
+    every sample's augmentation is the same whatever the worker count, process count or resumption. Errors of the
+    underlying iterator itself (I/O of a stream) still propagate."""
+
+    def __init__(self, examples, task: str, max_warnings: int = 10, transform=None, seed: int = 0, epoch: int = 0):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.examples, self.task, self.max_warnings = examples, task, max_warnings
+        self.transform, self.seed, self.epoch = transform, seed, epoch
         self.skipped = 0
 
     def __iter__(self):
-        skipped_before = self.skipped
+        skipped_before = pending = self.skipped
         for index, example in enumerate(self.examples):
             try:
-                decoded = decode_example(example, self.task)
+                item = decode_example(example, self.task)
+                if self.transform is not None:
+                    item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
                 self._skip(index, example, error)
                 continue
-            yield decoded
+            if self.transform is not None:
+                item["skipped"], pending = self.skipped - pending, self.skipped
+            yield item
+        if self.transform is not None and self.skipped > pending:
+            yield {"skipped": self.skipped - pending}
         if self.skipped > skipped_before:
             logger.warning("skipped %d corrupt %s example(s) in this pass (%d in all)",
                            self.skipped - skipped_before, self.task, self.skipped)
+
+    def state_dict(self) -> dict:
+        return self.examples.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.examples.load_state_dict(state)
 
     def _skip(self, index, example, error):
         self.skipped += 1
@@ -812,6 +858,25 @@ class SkipCorrupt:
                            type(error).__name__, error)
             if self.skipped == self.max_warnings:
                 logger.warning("further corrupt examples are only counted")
+
+
+def collate_skipping(items: list[dict], collate) -> dict:
+    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item. A batch
+    whose items were all count-only is `{"skipped": n}` alone (the loop takes no step on it)."""
+    skipped = sum(item.pop("skipped", 0) for item in items)
+    good = [item for item in items if item]
+    return {**(collate(good) if good else {}), "skipped": skipped}
+
+
+def _sample_key(example) -> str:
+    """What identifies a sample across runs: its file, else a checksum of its bytes, else its image id."""
+    image = example.get("image") if isinstance(example, dict) else None
+    if isinstance(image, dict):
+        if image.get("path"):
+            return image["path"]
+        if image.get("bytes"):
+            return str(zlib.crc32(image["bytes"]))
+    return str(image if isinstance(image, str) else example.get("image_id"))
 
 
 def _where(example) -> str:

@@ -1,7 +1,6 @@
-"""Run management shared by the three training scripts: the papers' optimiser and schedules, atomic checkpoints
-with exact resumption (same step, learning rate and data position), and the final Hub-ready folder.
-
-The distributed loop itself is accelerate's (DDP / FSDP / DeepSpeed through `accelerate launch`)."""
+"""Plain pieces the three training scripts share (the loops themselves live in `examples/run_*.py`): their common
+arguments, the data loaders (worker processes, exact resumption), the papers' optimiser and schedules, atomic
+checkpoints and their validated resumption, the Hub pre-flight check, and the Hub-ready output folder."""
 
 import argparse
 import json
@@ -10,62 +9,291 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from transformers import AutoConfig
-
+from transformers import AutoConfig, get_scheduler
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "training_state.json"
+LOADER_STATE_FILE = "dataloader_state_{rank}.pt"
+SCHEDULES = ["cosine", "polynomial", "step", "linear", "constant", "constant_with_warmup"]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    """The HF-style arguments every script takes; `defaults` holds the task's recipe."""
-    group = parser.add_argument_group("model and data")
-    group.add_argument("--model_name_or_path", default=defaults["model"], help="a pvt_hf preset name, a local folder or a Hub id")
+# ----------------------------------------------------------------------------------------------------- arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = False) -> None:
+    """The arguments of every script, named as in transformers' `*_no_trainer` examples; `recipe` holds the task's
+    defaults (the paper's recipe). `dense`: detection / segmentation, which take `--backbone_name_or_path`."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model_name_or_path", default=recipe["model"], help="a pvt_hf preset name (trained from scratch), a local folder or a Hub id")
+    if dense:
+        group.add_argument("--backbone_name_or_path", default=None, help="start the PVT trunk from this classification or backbone folder / Hub id (e.g. an ImageNet-1k PVT written by convert/convert_pvt_checkpoint.py)")
+    group.add_argument("--ignore_mismatched_sizes", action="store_true", help="with --model_name_or_path a folder / Hub id: re-initialise the head when its label count differs (opt-in)")
+    group.add_argument("--drop_path_rate", type=float, default=recipe.get("drop_path_rate", 0.0), help="stochastic depth of the PVT trunk")
+    group.add_argument("--trust_remote_code", action="store_true", help="allow dataset / model repositories that run their own code")
+    group.add_argument("--cache_dir", default=None, help="where downloaded datasets and models are stored")
+    group = parser.add_argument_group("data")
     group.add_argument("--dataset_name", default=None, help="a Hub dataset id or a local path; none: the package's embedded default")
-    group.add_argument("--train_split", default="train")
-    group.add_argument("--eval_split", default=defaults.get("eval_split", "validation"))
-    group.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True, help="stream the dataset (default)")
-    group.add_argument("--shuffle_buffer_size", type=int, default=1000, help="buffer of the streaming shuffle")
-    group.add_argument("--image_column", default=None, help="override the image column name")
-    group.add_argument("--max_train_samples", type=int, default=None, help="truncate the training set (per epoch)")
-    group.add_argument("--max_eval_samples", type=int, default=None, help="truncate the evaluation set")
-    group.add_argument("--image_size", type=int, default=defaults["image_size"], help="training crop / resize size")
+    group.add_argument("--dataset_config_name", default=None, help="the dataset's configuration")
+    group.add_argument("--train_dir", default=None, help="a local folder of training data (instead of --dataset_name)")
+    group.add_argument("--validation_dir", default=None, help="a local folder of evaluation data")
+    group.add_argument("--train_split", default=None, help="the training split (default: the dataset's, e.g. train)")
+    group.add_argument("--eval_split", default=None, help="the evaluation split (default: validation / val / test, as the dataset has it)")
+    group.add_argument("--train_val_split", type=float, default=None, help="hold out this fraction of the training split for evaluation when the dataset has no evaluation split")
+    group.add_argument("--label_names", default=None, help="class names when the data has none: a JSON file (a list, or {id: name}) or imagenet-1k / coco / ade20k")
+    group.add_argument("--image_column_name", default=None, help="the dataset's image column (default: image)")
+    group.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True, help="stream the dataset (default) rather than download it first")
+    group.add_argument("--shuffle_buffer_size", type=int, default=1000, help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, which makes resumption exact for streams too")
+    group.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes decoding and augmenting (a stream is split over them by its shards)")
+    group.add_argument("--max_train_samples", type=int, default=None, help="use at most this many training examples per epoch")
+    group.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on at most this many examples")
+    group.add_argument("--image_size", type=int, default=recipe["image_size"], help="training crop / resize size")
     group = parser.add_argument_group("optimisation (defaults: the paper's recipe)")
-    group.add_argument("--learning_rate", type=float, default=defaults["learning_rate"], help=defaults.get("learning_rate_help"))
-    group.add_argument("--weight_decay", type=float, default=defaults["weight_decay"])
-    group.add_argument("--lr_scheduler", default=defaults["lr_scheduler"], choices=["cosine", "step", "poly"])
-    group.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 0))
-    group.add_argument("--num_train_epochs", type=int, default=defaults["num_train_epochs"])
-    group.add_argument("--max_train_steps", type=int, default=None, help="overrides the epochs when set (iteration-based recipes)")
-    group.add_argument("--steps_per_epoch", type=int, default=None, help="for streamed data of unknown length")
-    group.add_argument("--per_device_train_batch_size", type=int, default=defaults["batch_size"])
-    group.add_argument("--per_device_eval_batch_size", type=int, default=defaults["batch_size"])
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--max_grad_norm", type=float, default=defaults.get("max_grad_norm"))
-    group.add_argument("--drop_path_rate", type=float, default=defaults.get("drop_path_rate", 0.0))
+    group.add_argument("--learning_rate", type=float, default=recipe["learning_rate"], help=recipe.get("learning_rate_help", "AdamW's peak learning rate"))
+    group.add_argument("--weight_decay", type=float, default=recipe["weight_decay"], help="AdamW weight decay (not on biases, norms, position tables, class tokens)")
+    group.add_argument("--lr_scheduler_type", default=recipe["lr_scheduler_type"], choices=SCHEDULES, help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR)")
+    group.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps")
+    group.add_argument("--num_train_epochs", type=int, default=recipe["num_train_epochs"], help="epochs (when --max_train_steps is not set)")
+    group.add_argument("--max_train_steps", type=int, default=None, help="total optimizer steps; overrides the epochs (required for a stream that does not report its size)")
+    group.add_argument("--per_device_train_batch_size", type=int, default=recipe["batch_size"], help="training batch per process")
+    group.add_argument("--per_device_eval_batch_size", type=int, default=recipe["batch_size"], help="evaluation batch per process")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
+    group.add_argument("--max_grad_norm", type=float, default=recipe.get("max_grad_norm"), help="gradient clipping (none by default)")
     group.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config")
-    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--seed", type=int, default=42, help="seeds the model, the data order and the augmentation")
     group = parser.add_argument_group("run management")
-    group.add_argument("--output_dir", default=defaults["output_dir"])
-    group.add_argument("--checkpointing_steps", type=int, default=None, help="save a resumable checkpoint every N steps")
+    group.add_argument("--output_dir", default=recipe["output_dir"], help="where checkpoints and the final folder are written")
+    group.add_argument("--checkpointing_steps", default=None, help="save a resumable checkpoint every N steps, or 'epoch'")
     group.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in --output_dir")
-    group.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, ... or 'all' / 'none'")
-    group.add_argument("--push_to_hub", action="store_true")
-    group.add_argument("--hub_model_id", default=None)
+    group.add_argument("--with_tracking", action="store_true", help="log the loss, learning rate and metrics to --report_to")
+    group.add_argument("--report_to", default="all", help="with --with_tracking: tensorboard, wandb, ... or 'all'")
+    group.add_argument("--push_to_hub", action="store_true", help="upload the final folder (token and connection are checked before training)")
+    group.add_argument("--hub_model_id", default=None, help="the repository to push to (default: the output folder's name)")
+    group.add_argument("--hub_token", default=None, help="the Hub token (default: the stored login / HF_TOKEN)")
 
 
 def parse_arguments(parser: argparse.ArgumentParser, embedded_profile: dict, argv=None) -> argparse.Namespace:
-    """Parse `argv`; without --dataset_name the embedded dataset is used, with its short-run profile as defaults."""
+    """Parse `argv`; without a dataset the embedded one is used, with its short-run profile as defaults."""
     argv = sys.argv[1:] if argv is None else argv
-    if not any(a.startswith("--dataset_name") for a in argv):
+    if not any(a.startswith(("--dataset_name", "--train_dir")) for a in argv):
         parser.set_defaults(**embedded_profile)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
+        parser.error(f"--checkpointing_steps takes a number of steps or 'epoch', got {args.checkpointing_steps!r}")
+    return args
+
+
+def check_hub_access(args) -> None:
+    """With --push_to_hub, fail now (not after the run) when the Hub cannot be reached or the token is missing."""
+    if not args.push_to_hub:
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
+        raise SystemExit("--push_to_hub: HF_HUB_OFFLINE is set, so nothing could be pushed. Unset it, or drop --push_to_hub.")
+    try:
+        user = HfApi(token=args.hub_token).whoami()
+    except Exception as error:  # noqa: BLE001 - no token, a refused token, no network: all end the run here
+        raise SystemExit(f"--push_to_hub: cannot use the Hub ({type(error).__name__}: {error}). Log in with "
+                         "`hf auth login` (or pass --hub_token / set HF_TOKEN) and check the connection.") from None
+    logger.info("pushing to the Hub as %s", user.get("name"))
+
+
+# -------------------------------------------------------------------------------------------------------- data
+
+
+def load_splits(args, task: str, columns: dict, **extra):
+    """`pvt_hf.data.load_splits` with the scripts' arguments (train / eval streams, class names, reported sizes)."""
+    from . import data
+
+    columns = {k: v for k, v in columns.items() if v}
+    return data.load_splits(
+        task, dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_dir=args.train_dir,
+        validation_dir=args.validation_dir, train_split=args.train_split, eval_split=args.eval_split,
+        train_val_split=args.train_val_split, streaming=args.streaming, columns=columns or None,
+        label_names=args.label_names, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code, seed=args.seed,
+        **extra,
+    )  # fmt: skip
+
+
+def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamespace:
+    """Optimizer steps per epoch and in all, from the size the dataset reports (no pass over the data).
+
+    Every process takes the same number of steps per epoch (their shards differ by at most one example), so DDP
+    never waits on a process that ran out; a smaller last batch trains."""
+    if train_size is not None and args.max_train_samples:
+        train_size = min(train_size, args.max_train_samples)
+    if train_size == 0:
+        raise ValueError("the training split is empty")
+    if train_size is None:
+        if args.max_train_steps is None:
+            raise ValueError("the training stream does not report its size, so epochs cannot be counted: pass "
+                             "--max_train_steps (or --max_train_samples)")
+        return SimpleNamespace(steps_per_epoch=None, total_steps=args.max_train_steps, per_process=None)
+    per_process = train_size // num_processes
+    if per_process == 0:
+        raise ValueError(f"the training split has {train_size} example(s), fewer than the {num_processes} processes")
+    batches = math.ceil(per_process / args.per_device_train_batch_size)
+    steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+    return SimpleNamespace(steps_per_epoch=steps_per_epoch, per_process=per_process,
+                           total_steps=args.max_train_steps or steps_per_epoch * args.num_train_epochs)
+
+
+def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int):
+    """This epoch's loader of this process's shard: shuffled with seed + epoch, decoded, validated and augmented in
+    `--dataloader_num_workers` workers (corrupt samples skipped and counted), collated with `collate`.
+
+    torchdata's `StatefulDataLoader`: its `state_dict` (the stream's position per worker) is saved with each
+    checkpoint, so a resumed run seeks to where it stopped instead of reading the consumed batches again."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from . import data
+
+    limit = args.max_train_samples // num_processes if args.max_train_samples else None
+    stream = data.epoch_stream(train_set, args.seed + epoch, args.shuffle_buffer_size, limit,
+                               num_shards=max(1, args.dataloader_num_workers) * 8)
+    examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch)
+    return StatefulDataLoader(
+        examples, batch_size=args.per_device_train_batch_size, num_workers=args.dataloader_num_workers,
+        collate_fn=_Collate(collate), persistent_workers=False,
+    )  # fmt: skip
+
+
+def eval_loader(eval_set, args, task: str, num_processes: int):
+    """Decoded, validated evaluation examples (lists of dicts) of this process's shard, read by the workers."""
+    from . import data
+
+    if args.max_eval_samples:
+        eval_set = data.take(eval_set, args.max_eval_samples // num_processes)
+    stream = data.epoch_stream(eval_set, None, 0, None, num_shards=max(1, args.dataloader_num_workers) * 8)
+    return torch.utils.data.DataLoader(data.SkipCorrupt(stream, task, transform=_decoded), batch_size=args.per_device_eval_batch_size,
+                                       num_workers=args.dataloader_num_workers, collate_fn=_Collate(_examples))  # fmt: skip
+
+
+def _decoded(example, rng):
+    return example
+
+
+def _examples(items):
+    return {"examples": items}
+
+
+class _Collate:
+    """Picklable collate for the workers: `data.collate_skipping` around the script's collate."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, items):
+        from .data import collate_skipping
+
+        return collate_skipping(items, self.collate)
+
+
+def check_progress(step_before: int, step: int, skipped: int, epoch: int) -> None:
+    """After an epoch: an epoch that took no step would repeat forever (an empty split, or every sample corrupt)."""
+    if step == step_before:
+        reason = f"all {skipped} sample(s) read so far were corrupt" if skipped else "the training split yielded no example"
+        raise RuntimeError(f"epoch {epoch} took no training step: {reason}. Check the dataset (see the warnings above).")
+
+
+class Progress:
+    """The loop's bookkeeping, so the scripts' loops show only what they do: where the run is (step, epoch, corrupt
+    samples skipped), when an epoch or the run ends, logging, and the checkpoints (`--checkpointing_steps`).
+
+        progress = Progress(accelerator, args, plan, resume(accelerator, args))
+        for epoch in progress.epochs():
+            loader = train_loader(...)
+            for batch in progress.batches(loader):
+                ...  # forward, backward, optimizer step
+                progress.after_batch(loss, scheduler)
+    """
+
+    def __init__(self, accelerator: Accelerator, args, plan, resumed: dict | None):
+        from tqdm.auto import tqdm
+
+        self.accelerator, self.args, self.plan, self.resumed = accelerator, args, plan, resumed
+        resumed = resumed or {}
+        self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
+        self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
+        self.loader = None
+        self.bar = tqdm(total=plan.total_steps, initial=self.step, disable=not accelerator.is_local_main_process, desc="train")
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.plan.total_steps
+
+    def epochs(self):
+        while not self.done:
+            yield self.epoch
+            self.epoch, self.epoch_step = self.epoch + 1, 0
+            if checkpoint_due(self.args, self.step, end_of_epoch=True):
+                self._save()
+        self.bar.close()
+
+    def batches(self, loader):
+        """`loader`'s batches (resumed at the saved position in the resumed epoch), the corrupt-sample counts taken
+        out; it ends with the epoch (`plan.steps_per_epoch`, the same on every process) or the run."""
+        self.loader, step_before, resumed = loader, self.step, self.resumed and self.resumed["epoch"] == self.epoch
+        if resumed and self.resumed.get("loader") is not None:
+            loader.load_state_dict(self.resumed["loader"])
+        per_epoch = self.plan.steps_per_epoch
+        for batch in loader:
+            if self.done or (per_epoch and self.epoch_step >= per_epoch):  # also a resumed, already full epoch
+                break
+            self.skipped += batch.pop("skipped")
+            if batch:
+                yield batch
+        if not resumed:
+            check_progress(step_before, self.step, self.skipped, self.epoch)
+
+    def after_batch(self, loss: torch.Tensor, scheduler) -> None:
+        """After each batch's optimizer call: on an optimizer step, advance the schedule, log, checkpoint."""
+        if not self.accelerator.sync_gradients:
+            return
+        scheduler.step()
+        self.step, self.epoch_step = self.step + 1, self.epoch_step + 1
+        self.bar.update(1)
+        if self.step % 10 == 0 or self.done:
+            lr, last_loss = scheduler.get_last_lr()[0], loss.item()  # one device sync
+            self.bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+            if self.args.with_tracking:
+                self.accelerator.log({"train_loss": last_loss, "learning_rate": lr, "epoch": self.epoch}, step=self.step)
+        if checkpoint_due(self.args, self.step, end_of_epoch=False):
+            self._save(self.loader)
+
+    def _save(self, loader=None):
+        state = {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "skipped": self.skipped}
+        save_checkpoint(self.accelerator, self.args.output_dir, state, loader)
+
+    def eval_batches(self, loader):
+        """The evaluation loader's lists of examples, its corrupt-sample counts added to `skipped`."""
+        for batch in loader:
+            self.skipped += batch.pop("skipped")
+            if batch:
+                yield batch["examples"]
+
+    def skipped_in_all_processes(self) -> int:
+        return sum_over_processes(self.skipped)
+
+
+def backward_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+    """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+# ------------------------------------------------------------------------------------------------------- model
 
 
 def label_kwargs(id2label: dict) -> dict:
@@ -75,17 +303,26 @@ def label_kwargs(id2label: dict) -> dict:
 
 def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
     """The model for `id2label`: from a preset's config (`config_from_preset(name, **label fields)`; trained from
-    scratch, nothing is downloaded) or `auto_class.from_pretrained` (a folder or Hub id; a new head where the labels
-    differ). `--drop_path_rate` reaches the PVT trunk on both paths."""
+    scratch, nothing is downloaded) or `auto_class.from_pretrained` (a folder or Hub id; with a different label set
+    only under --ignore_mismatched_sizes). `--drop_path_rate` reaches the PVT trunk on both paths;
+    `--backbone_name_or_path` then loads the trunk's pretrained weights (`pvt_hf.transfer`)."""
     labels = label_kwargs(id2label)
+    hub = dict(cache_dir=args.cache_dir, token=getattr(args, "hub_token", None))
     if args.model_name_or_path in presets:
         config = config_from_preset(args.model_name_or_path, **labels)
     else:
-        config = AutoConfig.from_pretrained(args.model_name_or_path, **labels)
+        config = AutoConfig.from_pretrained(args.model_name_or_path, **labels, **hub)
     getattr(config, "backbone_config", config).drop_path_rate = args.drop_path_rate
     if args.model_name_or_path in presets:
-        return auto_class.from_config(config)
-    return auto_class.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=True)
+        model = auto_class.from_config(config)
+    else:
+        model = auto_class.from_pretrained(args.model_name_or_path, config=config,
+                                           ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub)
+    if getattr(args, "backbone_name_or_path", None):
+        from .transfer import load_pretrained_backbone
+
+        load_pretrained_backbone(model, args.backbone_name_or_path, **hub)
+    return model
 
 
 def make_accelerator(args) -> Accelerator:
@@ -95,7 +332,7 @@ def make_accelerator(args) -> Accelerator:
         step_scheduler_with_optimizer=False,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=args.report_to if args.with_tracking else None,
         project_dir=args.output_dir,
     )
 
@@ -106,47 +343,61 @@ def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(("position_embedding.table", "cls_token"))
 
 
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
+    return [
         {"params": [p for n, p in params if not no_weight_decay(n, p)], "weight_decay": weight_decay},
         {"params": [p for n, p in params if no_weight_decay(n, p)], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
-def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0, steps_per_epoch: int = 1) -> float:
-    """The learning-rate multiplier at `step`: linear warm-up, then
-    cosine (classification, DeiT recipe), step (PVT+DETR: x0.1 at epoch 33 of 50, i.e. at 2/3 of training when
-    shorter) or poly 0.9 (Semantic FPN)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "poly":
-        return (1 - progress) ** 0.9
-    drop_step = min(33 * steps_per_epoch, round(total_steps * 33 / 50))
-    return 0.1 if step >= drop_step else 1.0
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=learning_rate)
 
 
-def build_scheduler(optimizer, args, total_steps: int, steps_per_epoch: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, args.lr_scheduler, args.warmup_steps, steps_per_epoch)
-    )
+def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: int, steps_per_epoch: int | None):
+    """transformers' `get_scheduler` (cosine for DeiT; polynomial with power 0.9 to 0 for Semantic FPN), and PVT+DETR's
+    step schedule, which it lacks: x0.1 at epoch 33 of 50 (at 2/3 of the steps in a shorter run)."""
+    if name == "step":
+        drop = round(total_steps * 33 / 50)
+        if steps_per_epoch:
+            drop = min(33 * steps_per_epoch, drop)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: (step + 1) / num_warmup_steps if step < num_warmup_steps else 0.1 if step >= drop else 1.0
+        )  # fmt: skip
+    specific = {"power": 0.9, "lr_end": 0.0} if name == "polynomial" else None
+    return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=total_steps,
+                         scheduler_specific_kwargs=specific)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, epoch: int, batch_in_epoch: int) -> None:
-    """Model, optimiser, scheduler and RNG states plus the data position, written to a temporary folder and renamed:
-    a run killed mid-save leaves only complete checkpoints."""
-    final = Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+def mixing_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The batch-mixing generator of one optimizer step on one process: a resumed run mixes exactly as before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + rank)
+
+
+# ------------------------------------------------------------------------------------ checkpoints, resumption
+
+
+def checkpoint_due(args, step: int, end_of_epoch: bool) -> bool:
+    every = args.checkpointing_steps
+    if every == "epoch":
+        return end_of_epoch
+    return every is not None and not end_of_epoch and step % int(every) == 0
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, loader=None) -> None:
+    """Model, optimiser, scheduler and RNG states, each process's data-loader position and `state` (step, epoch,
+    ...), written to a temporary folder and renamed: a run killed mid-save leaves only complete checkpoints."""
+    final = Path(output_dir) / f"{CHECKPOINT_PREFIX}{state['step']}"
     partial = final.with_name(final.name + ".partial")
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    torch.save(loader.state_dict() if loader is not None else None,
+               partial / LOADER_STATE_FILE.format(rank=accelerator.process_index))
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
         (partial / STATE_FILE).write_text(json.dumps(state))
         with open(partial / STATE_FILE, "rb") as f:  # flushed to disk before the rename makes it visible
             os.fsync(f.fileno())
@@ -155,42 +406,67 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, epoch:
 
 
 def latest_checkpoint(output_dir: str) -> Path | None:
-    """The complete checkpoint with the highest step (partial ones are never considered)."""
-    candidates = [
-        p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and (p / STATE_FILE).exists()
-    ]
+    """The checkpoint folder with the highest step (`*.partial` ones, interrupted saves, are never considered)."""
+    candidates = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+                  if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
     return max(candidates, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
 
 
-def resume(accelerator: Accelerator, args) -> dict:
-    """Restore a checkpoint if asked; returns the data position {"step", "epoch", "batch_in_epoch"} to continue
-    from (all zero for a fresh run)."""
+def resume(accelerator: Accelerator, args) -> dict | None:
+    """Restore `--resume_from_checkpoint` (a folder, or 'latest' in --output_dir) into the prepared objects; returns
+    its state ({"step", "epoch", "skipped", "loader"}) or None for a fresh run. Anything missing or unreadable is an
+    error naming the file: a run never continues from step 0 or with other random states without a word."""
     if args.resume_from_checkpoint is None:
-        return {"step": 0, "epoch": 0, "batch_in_epoch": 0}
-    path = latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-    if path is None:
-        logger.info("no checkpoint in %s: starting from scratch", args.output_dir)
-        return {"step": 0, "epoch": 0, "batch_in_epoch": 0}
-    if not (path / STATE_FILE).exists():
-        raise ValueError(f"{path} is not a complete pvt_hf checkpoint (no {STATE_FILE})")
+        return None
+    if args.resume_from_checkpoint == "latest":
+        path = latest_checkpoint(args.output_dir)
+        if path is None:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch", args.output_dir)
+            return None
+    else:
+        path = Path(args.resume_from_checkpoint)
+    state = _read_state(path)
+    rank = accelerator.process_index
+    required = [STATE_FILE, f"random_states_{rank}.pkl", LOADER_STATE_FILE.format(rank=rank)]
+    missing = [name for name in required if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {path} is incomplete: missing {missing} (exact resumption needs them)")
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors(weights)
     accelerator.load_state(str(path))
-    state = json.loads((path / STATE_FILE).read_text())
-    logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, state["step"], state["epoch"], state["batch_in_epoch"])
+    state["loader"] = torch.load(path / LOADER_STATE_FILE.format(rank=rank), weights_only=False)
+    logger.info("resumed from %s at step %d (epoch %d)", path, state["step"], state["epoch"])
     return state
 
 
-def require_labels(id2label: dict | None, task: str) -> dict:
-    if not id2label:
-        raise ValueError(
-            f"the {task} dataset carries no class names: use a dataset with ClassLabel features, a COCO json with "
-            "categories, or an ADE20K-layout folder with id2label.json (or objectInfo150.txt)"
-        )
-    return id2label
+def _read_state(path: Path) -> dict:
+    file = path / STATE_FILE
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder {path}")
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} is not a complete pvt_hf checkpoint: {STATE_FILE} is missing")
+    try:
+        state = json.loads(file.read_text())
+        int(state["step"]), int(state["epoch"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{file} is unreadable or truncated ({type(error).__name__}: {error})") from None
+    return state
 
 
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The augmentation seed of an epoch on a process: a resumed run replays exactly the same augmentations."""
-    return seed * 1_000_003 + epoch * 1_009 + rank
+def _check_safetensors(file: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
+                f.get_slice(key)
+    except Exception as error:  # noqa: BLE001 - SafetensorError names no file
+        raise ValueError(f"{file} is truncated or not a safetensors file ({error})") from None
+    if file.stat().st_size < 8:
+        raise ValueError(f"{file} is truncated or not a safetensors file (empty)")
+
+
+# ------------------------------------------------------------------------------------------------------ output
 
 
 def write_results(output_dir: str, metrics: dict) -> None:
@@ -198,25 +474,33 @@ def write_results(output_dir: str, metrics: dict) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def finish(accelerator: Accelerator, model, processor, args, metrics: dict, task: str, skipped: int) -> None:
-    """Save the Hub-ready folder (weights, config, processor, remote code, model card, all_results.json) and push."""
+def sum_over_processes(value: int) -> int:
+    from accelerate.utils import gather_object
+
+    return sum(gather_object([value]))
+
+
+def save_outputs(accelerator: Accelerator, model, processor, args, metrics: dict, task: str) -> None:
+    """The Hub-ready folder (weights, config, processor, remote code, model card, all_results.json), then the push."""
     accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(args.output_dir)
-    processor.save_pretrained(args.output_dir)
-    write_results(args.output_dir, {**metrics, "skipped_corrupt_samples": skipped})
-    Path(args.output_dir, "README.md").write_text(training_card(unwrapped, task, args, metrics))
-    if args.push_to_hub:
-        from .hub import push_folder
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(args.output_dir)
+        processor.save_pretrained(args.output_dir)
+        write_results(args.output_dir, metrics)
+        Path(args.output_dir, "README.md").write_text(training_card(task, args, metrics))
+        if args.push_to_hub:
+            from .hub import push_folder
 
-        push_folder(args.output_dir, args.hub_model_id or Path(args.output_dir).name, f"Fine-tuned {task} with pvt_hf")
+            repo = args.hub_model_id or Path(args.output_dir).name
+            push_folder(args.output_dir, repo, f"Fine-tuned {task} with pvt_hf", token=args.hub_token)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
-def training_card(model, task: str, args, metrics: dict) -> str:
+def training_card(task: str, args, metrics: dict) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
-    arguments = json.dumps(vars(args), indent=2, default=str)
+    arguments = json.dumps({k: v for k, v in vars(args).items() if k != "hub_token"}, indent=2, default=str)
     return f"""---
 library_name: transformers
 tags: [pvt, pvt_hf, {task}]
@@ -224,9 +508,11 @@ tags: [pvt, pvt_hf, {task}]
 
 # {Path(args.output_dir).name}
 
-PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{args.dataset_name or "the embedded default dataset"}`.
+PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{args.dataset_name or args.train_dir or "the embedded default dataset"}`.
 
 ## Evaluation
+
+Computed through this folder's image-processor configuration, as `from_pretrained` users get it.
 
 | metric | value |
 |---|---|
@@ -240,95 +526,6 @@ PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{args
 
 Load with `import pvt_hf` or with `trust_remote_code=True` (the modeling code is in this folder).
 """
-
-
-def run_training(accelerator: Accelerator, args, model, optimizer, scheduler, batches, steps_per_epoch: int, total_steps: int, start: dict, compute_loss) -> int:
-    """The optimisation loop: `batches(epoch)` yields this process's batches of an epoch in a deterministic order
-    (shuffled by epoch), so a resumed run skips exactly the batches it had consumed. Returns the last step."""
-    from tqdm.auto import tqdm
-
-    step = start["step"]
-    progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
-    model.train()
-    epoch = start["epoch"]
-    while step < total_steps:
-        skip = start["batch_in_epoch"] if epoch == start["epoch"] else 0
-        for batch_in_epoch, batch in enumerate(batches(epoch), start=0):
-            if batch_in_epoch < skip:
-                continue
-            if batch_in_epoch >= steps_per_epoch * args.gradient_accumulation_steps or step >= total_steps:
-                break
-            with accelerator.accumulate(model):
-                loss = compute_loss(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            if step % 10 == 0 or step == total_steps:
-                lr, last_loss = scheduler.get_last_lr()[0], loss.item()  # one device sync
-                progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
-                accelerator.log({"train_loss": last_loss, "learning_rate": lr, "epoch": epoch}, step=step)
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args.output_dir, step, epoch, batch_in_epoch + 1)
-        epoch += 1
-    progress.close()
-    return step
-
-
-def count_examples(dataset, limit: int | None, num_processes: int) -> int:
-    """This process's examples per epoch. A stream is counted once (cheap for local files; pass --steps_per_epoch
-    for large Hub streams)."""
-    try:
-        count = len(dataset)
-    except TypeError:
-        count = sum(1 for _ in dataset)
-    return min(count, limit // num_processes) if limit else count
-
-
-def fit(accelerator: Accelerator, args, model, train_set, batches, compute_loss, project: str):
-    """Optimiser, schedule, accelerate's preparation, trackers, resumption and the loop; returns the prepared model."""
-    if args.steps_per_epoch is None:
-        per_process = count_examples(train_set, args.max_train_samples, accelerator.num_processes)
-        args.steps_per_epoch = max(1, per_process // args.per_device_train_batch_size // args.gradient_accumulation_steps)
-    total_steps = args.max_train_steps or args.steps_per_epoch * args.num_train_epochs
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = build_scheduler(optimizer, args, total_steps, args.steps_per_epoch)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if args.report_to != "none":
-        accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items()})
-    start = resume(accelerator, args)
-    run_training(accelerator, args, model, optimizer, scheduler, batches, args.steps_per_epoch, total_steps, start, compute_loss)
-    return model
-
-
-def load_streams(accelerator: Accelerator, args, task: str, **load):
-    """The train and eval sets of `task` (this process's disjoint shards), wrapped to skip corrupt samples, and the
-    class names. Returns (train_set, train_stream, eval_stream, id2label)."""
-    from . import data
-
-    train_set = data.load_task_dataset(task, args.dataset_name, args.train_split, streaming=args.streaming, **load)
-    eval_set = data.load_task_dataset(task, args.dataset_name, args.eval_split, streaming=args.streaming, **load)
-    id2label = require_labels(data.label_names(task, train_set), task)
-    train_set = data.shard_for_process(train_set, accelerator.process_index, accelerator.num_processes)
-    eval_set = data.shard_for_process(eval_set, accelerator.process_index, accelerator.num_processes)
-    return train_set, data.SkipCorrupt(train_set, task), data.SkipCorrupt(eval_set, task), id2label
-
-
-def conclude(accelerator: Accelerator, model, processor, args, metrics: dict, task: str, streams) -> dict:
-    """Report the metrics and the corrupt samples skipped by all processes, write the output folder, end trackers."""
-    from accelerate.utils import gather_object
-
-    skipped = sum(gather_object([sum(stream.skipped for stream in streams)]))
-    accelerator.print(f"eval: {metrics} (skipped corrupt samples: {skipped})")
-    finish(accelerator, model, processor, args, metrics, task, skipped)
-    accelerator.end_training()
-    return metrics
 
 
 def to_device(batch: dict, device) -> dict:

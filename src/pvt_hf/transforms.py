@@ -16,7 +16,6 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
 
-
 IMAGENET_MEAN = np.array(IMAGENET_DEFAULT_MEAN, dtype=np.float32)
 IMAGENET_STD = np.array(IMAGENET_DEFAULT_STD, dtype=np.float32)
 
@@ -44,39 +43,42 @@ class ClassificationTrainTransform:
         self.color_jitter, self.erase_prob = color_jitter, erase_prob
         self.rng = random.Random(seed)
 
-    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+    def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         for _ in range(10):
-            area = width * height * self.rng.uniform(*self.scale)
-            ratio = math.exp(self.rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            area = width * height * rng.uniform(*self.scale)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
             w, h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
             if 0 < w <= width and 0 < h <= height:
-                left, top = self.rng.randint(0, width - w), self.rng.randint(0, height - h)
+                left, top = rng.randint(0, width - w), rng.randint(0, height - h)
                 return left, top, left + w, top + h
         side = min(width, height)  # fallback: the central square
         return (width - side) // 2, (height - side) // 2, (width + side) // 2, (height + side) // 2
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        """`rng`: the sample's own generator (the data pipeline seeds one per sample); default: the transform's."""
+        rng = rng or self.rng
         image = rgb(image)
-        image = image.resize((self.size, self.size), Image.BICUBIC, box=self.crop_box(*image.size))
-        if self.rng.random() < self.flip_prob:
+        image = image.resize((self.size, self.size), Image.BICUBIC, box=self.crop_box(*image.size, rng))
+        if rng.random() < self.flip_prob:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color) if self.color_jitter else ():
-            image = enhance(image).enhance(self.rng.uniform(1 - self.color_jitter, 1 + self.color_jitter))
+            image = enhance(image).enhance(rng.uniform(1 - self.color_jitter, 1 + self.color_jitter))
         pixels = normalize(image)
-        if self.rng.random() < self.erase_prob:
-            self.erase(pixels)
+        if rng.random() < self.erase_prob:
+            self.erase(pixels, rng)
         return pixels
 
-    def erase(self, pixels: torch.Tensor) -> None:
+    def erase(self, pixels: torch.Tensor, rng: random.Random) -> None:
         """Random erasing (Zhong et al.), per-pixel random values, area 2-33%, as DeiT configures it."""
         _, height, width = pixels.shape
         for _ in range(10):
-            area = height * width * self.rng.uniform(0.02, 1 / 3)
-            ratio = math.exp(self.rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+            area = height * width * rng.uniform(0.02, 1 / 3)
+            ratio = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
             h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
             if h < height and w < width:
-                top, left = self.rng.randint(0, height - h), self.rng.randint(0, width - w)
-                pixels[:, top : top + h, left : left + w] = torch.randn(3, h, w)
+                top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+                noise = torch.Generator().manual_seed(rng.getrandbits(63))
+                pixels[:, top : top + h, left : left + w] = torch.randn(3, h, w, generator=noise)
                 return
 
 
@@ -125,12 +127,13 @@ class DetectionTrainTransform:
     def __init__(self, scales=tuple(range(480, 801, 32)), max_size: int = 1333, seed: int = 0):
         self.scales, self.max_size, self.rng = scales, max_size, random.Random(seed)
 
-    def __call__(self, image: Image.Image, boxes: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    def __call__(self, image: Image.Image, boxes: np.ndarray, rng: random.Random | None = None):
+        rng = rng or self.rng
         image, boxes = rgb(image), np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
-        if self.rng.random() < 0.5:
+        if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
             boxes[:, 0] = image.width - boxes[:, 0] - boxes[:, 2]
-        short = self.rng.choice(self.scales)
+        short = rng.choice(self.scales)
         scale = min(short / min(image.size), self.max_size / max(image.size))
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         boxes *= np.array([size[0] / image.width, size[1] / image.height] * 2, dtype=np.float32)
@@ -162,17 +165,18 @@ class SegmentationTrainTransform:
         self.crop, self.base, self.ratio, self.ignore_index = crop, base, ratio, ignore_index
         self.rng = random.Random(seed)
 
-    def __call__(self, image: Image.Image, label_map: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: Image.Image, label_map: Image.Image, rng: random.Random | None = None):
+        rng = rng or self.rng
         image, labels = rgb(image), np.asarray(label_map, dtype=np.int64)
-        scale = self.rng.uniform(*self.ratio) * self.base / min(image.size)
+        scale = rng.uniform(*self.ratio) * self.base / min(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.BILINEAR)
         labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST), dtype=np.int64)
-        if self.rng.random() < 0.5:
+        if rng.random() < 0.5:
             image, labels = image.transpose(Image.FLIP_LEFT_RIGHT), labels[:, ::-1]
         pixels = normalize(image)
         height, width = labels.shape
-        top, left = self.rng.randint(0, max(0, height - self.crop)), self.rng.randint(0, max(0, width - self.crop))
+        top, left = rng.randint(0, max(0, height - self.crop)), rng.randint(0, max(0, width - self.crop))
         out_pixels = torch.zeros(3, self.crop, self.crop)
         out_labels = torch.full((self.crop, self.crop), self.ignore_index, dtype=torch.long)
         h, w = min(self.crop, height), min(self.crop, width)
