@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 
 from pvt_hf.configuration_pvt_heads import ade20k_labels
 
+EVAL_SIZE = (36, 36)  # evaluation images are 36x36, training ones 32x32: which split a run evaluated is visible
 IMAGENET_NAMES = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark"]  # first ImageNet-1k names
 COCO_NAMES = ["person", "bicycle", "car"]
 CPPE5_NAMES = ["Coverall", "Face_Shield", "Gloves", "Goggles", "Mask"]
@@ -54,9 +55,9 @@ def _write(rows: dict, features: Features, path: Path) -> None:
     Dataset.from_dict(rows, features=features).to_parquet(str(path))
 
 
-def _classification_rows(n: int, offset: int, labels=None) -> dict:
+def _classification_rows(n: int, offset: int, labels=None, size=(32, 32)) -> dict:
     labels = labels if labels is not None else [i % len(IMAGENET_NAMES) for i in range(n)]
-    return {"image": [_image(offset + i) for i in range(n)], "label": labels}
+    return {"image": [_image(offset + i, size) for i in range(n)], "label": labels}
 
 
 def imagenet_parquet_export(root: Path) -> Fixture:
@@ -67,7 +68,7 @@ def imagenet_parquet_export(root: Path) -> Fixture:
     (test labels are all -1)."""
     features = Features({"image": Image(), "label": ClassLabel(names=IMAGENET_NAMES)})
     _write(_classification_rows(6, 0), features, root / "default" / "partial-train" / "0000.parquet")
-    _write(_classification_rows(3, 100), features, root / "default" / "validation" / "0000.parquet")
+    _write(_classification_rows(3, 100, size=EVAL_SIZE), features, root / "default" / "validation" / "0000.parquet")
     _write(_classification_rows(2, 200, labels=[-1, -1]), features, root / "default" / "test" / "0000.parquet")
     (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
     return Fixture(root, {"train": 6, "validation": 3, "test": 2}, dict(enumerate(IMAGENET_NAMES)))
@@ -85,7 +86,8 @@ def imagenet_webdataset(root: Path) -> Fixture:
                 for i in range(count // (2 if split == "train" else 1)):
                     key, label = f"{split}_{shard}_{i:05d}", i % 3
                     meta = {"filename": f"n0144076{label}_{i}.JPEG", "label": label, "class_name": IMAGENET_NAMES[label]}
-                    for suffix, payload in (("jpg", _jpeg(shard * 10 + i)), ("cls", str(label).encode()),
+                    jpeg = _jpeg(shard * 10 + i) if split == "train" else _jpeg(100 + i, EVAL_SIZE)
+                    for suffix, payload in (("jpg", jpeg), ("cls", str(label).encode()),
                                             ("json", json.dumps(meta).encode())):
                         info = tarfile.TarInfo(f"{key}.{suffix}")
                         info.size = len(payload)
@@ -99,7 +101,7 @@ def imagenet_parquet_mirror(root: Path) -> Fixture:
     features = Features({"image": Image(), "label": ClassLabel(names=IMAGENET_NAMES)})
     _write(_classification_rows(6, 0), features, root / "data" / "train-00000-of-00002.parquet")
     _write(_classification_rows(3, 10), features, root / "data" / "train-00001-of-00002.parquet")
-    _write(_classification_rows(3, 100), features, root / "data" / "validation-00000-of-00001.parquet")
+    _write(_classification_rows(3, 100, size=EVAL_SIZE), features, root / "data" / "validation-00000-of-00001.parquet")
     _write(_classification_rows(2, 200, labels=[-1, -1]), features, root / "data" / "test-00000-of-00001.parquet")
     return Fixture(root, {"train": 9, "validation": 3, "test": 2}, dict(enumerate(IMAGENET_NAMES)))
 
@@ -113,7 +115,8 @@ def imagenette_parquet_export(root: Path) -> Fixture:
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     for config, side in (("full_size", 48), ("320px", 40), ("160px", 32)):
         for split, count in (("train", 4), ("validation", 2)):
-            rows = {"image": [_image(i, (side, side)) for i in range(count)], "label": list(range(count))}
+            edge = side if split == "train" else side + 4
+            rows = {"image": [_image(i, (edge, edge)) for i in range(count)], "label": list(range(count))}
             _write(rows, features, root / config / split / "0000.parquet")
     return Fixture(root, {"train": 4, "validation": 2}, dict(enumerate(names)))
 
@@ -137,14 +140,15 @@ def detection_datasets_coco(root: Path) -> Fixture:
                              "bbox": Sequence(Value("float64"), length=4), "area": Value("int64")})})
     boxes = _coco_objects(boxes_xyxy=True)
 
-    def rows(first_id, count):
+    def rows(first_id, count, size=(32, 32)):
         objects = [{"bbox_id": list(range(len(boxes[i % 2]))), "category": [i % 3] * len(boxes[i % 2]),
                     "bbox": boxes[i % 2], "area": [80] * len(boxes[i % 2])} for i in range(count)]
-        return {"image_id": [first_id + i for i in range(count)], "image": [_image(first_id + i) for i in range(count)],
-                "width": [32] * count, "height": [32] * count, "objects": objects}
+        return {"image_id": [first_id + i for i in range(count)],
+                "image": [_image(first_id + i, size) for i in range(count)],
+                "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
 
     _write(rows(1, 4), features, root / "data" / "train-00000-of-00001-1a2b3c4d5e6f7a8b.parquet")
-    _write(rows(100, 2), features, root / "data" / "val-00000-of-00001-c4f2e391ee4aba11.parquet")
+    _write(rows(100, 2, EVAL_SIZE), features, root / "data" / "val-00000-of-00001-c4f2e391ee4aba11.parquet")
     return Fixture(root, {"train": 4, "val": 2}, dict(enumerate(COCO_NAMES)))
 
 
@@ -163,8 +167,9 @@ def coco2017_folder(root: Path) -> Fixture:
         for i in range(count):
             image_id = 139 + i if split == "val2017" else 9 + i
             name = f"{image_id:012d}.jpg"
-            _image(image_id).save(root / split / name)
-            images.append({"license": 1, "file_name": name, "height": 32, "width": 32, "id": image_id})
+            size = EVAL_SIZE if split == "val2017" else (32, 32)
+            _image(image_id, size).save(root / split / name)
+            images.append({"license": 1, "file_name": name, "height": size[1], "width": size[0], "id": image_id})
             annotations.append({"segmentation": [[2, 3, 12, 3, 12, 11]], "area": 80.0, "iscrowd": 0,
                                 "image_id": image_id, "bbox": [2.0, 3.0, 10.0, 8.0],
                                 "category_id": categories[i % 3]["id"], "id": 1000 + len(annotations) + i})
@@ -186,14 +191,15 @@ def cppe5(root: Path) -> Fixture:
                          "height": Value("int32"), "objects": Sequence(fields)})
     boxes = _coco_objects(boxes_xyxy=False)
 
-    def rows(first_id, count):
+    def rows(first_id, count, size=(32, 32)):
         objects = [{"id": list(range(len(boxes[i % 2]))), "area": [80] * len(boxes[i % 2]), "bbox": boxes[i % 2],
                     "category": [i % 5] * len(boxes[i % 2])} for i in range(count)]
-        return {"image_id": [first_id + i for i in range(count)], "image": [_image(i) for i in range(count)],
-                "width": [32] * count, "height": [32] * count, "objects": objects}
+        return {"image_id": [first_id + i for i in range(count)],
+                "image": [_image(first_id + i, size) for i in range(count)],
+                "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
 
     _write(rows(15, 4), features, root / "data" / "train-00000-of-00001.parquet")
-    _write(rows(1000, 2), features, root / "data" / "test-00000-of-00001.parquet")
+    _write(rows(1000, 2, EVAL_SIZE), features, root / "data" / "test-00000-of-00001.parquet")
     return Fixture(root, {"train": 4, "test": 2}, dict(enumerate(CPPE5_NAMES)))
 
 
@@ -205,7 +211,9 @@ def scene_parse_150_export(root: Path) -> Fixture:
     features = Features({"image": Image(), "annotation": Image(),
                          "scene_category": ClassLabel(names=["airport_terminal", "art_gallery", "badlands"])})
     for split, count in (("train", 4), ("validation", 2)):
-        rows = {"image": [_image(i) for i in range(count)], "annotation": [_label_map(i, 150) for i in range(count)],
+        size = (32, 32) if split == "train" else EVAL_SIZE
+        rows = {"image": [_image(i, size) for i in range(count)],
+                "annotation": [_label_map(i, 150, size) for i in range(count)],
                 "scene_category": [i % 3 for i in range(count)]}
         _write(rows, features, root / "scene_parsing" / split / "0000.parquet")
     instance = Features({"image": Image(), "annotation": Image()})
@@ -223,9 +231,10 @@ def ade_challenge_folder(root: Path) -> Fixture:
         prefix = "ADE_train" if split == "training" else "ADE_val"
         for d in ("images", "annotations"):
             (root / d / split).mkdir(parents=True)
+        size = (32, 32) if split == "training" else EVAL_SIZE
         for i in range(1, count + 1):
-            _image(i).save(root / "images" / split / f"{prefix}_{i:08d}.jpg")
-            _label_map(i, 150).save(root / "annotations" / split / f"{prefix}_{i:08d}.png")
+            _image(i, size).save(root / "images" / split / f"{prefix}_{i:08d}.jpg")
+            _label_map(i, 150, size).save(root / "annotations" / split / f"{prefix}_{i:08d}.png")
     names = ["wall", "building, edifice", "sky"] + [f"class {i}" for i in range(4, 151)]
     lines = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{i}\t0.01\t100\t10\t{n}" for i, n in enumerate(names, 1)]
     (root / "objectInfo150.txt").write_text("\n".join(lines) + "\n")

@@ -374,7 +374,7 @@ def _parquet_rows(path) -> int:
 
 
 def _partial_splits(builder) -> list[str]:
-    return [s for s, files in builder.config.data_files.items() if any("partial" in f for f in files)]
+    return [str(s) for s, files in builder.config.data_files.items() if any("partial" in f for f in files)]
 
 
 def _open_source(task: str, source, config: str | None, cache_dir: str | None, data_dir: str | None = None):
