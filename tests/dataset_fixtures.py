@@ -118,7 +118,8 @@ def imagenette_parquet_export(root: Path) -> Fixture:
             edge = side if split == "train" else side + 4
             rows = {"image": [_image(i, (edge, edge)) for i in range(count)], "label": list(range(count))}
             _write(rows, features, root / config / split / "0000.parquet")
-    return Fixture(root, {"train": 4, "validation": 2}, dict(enumerate(names)))
+    eval_sizes = {config: (side + 4, side + 4) for config, side in (("full_size", 48), ("320px", 40), ("160px", 32))}
+    return Fixture(root, {"train": 4, "validation": 2}, dict(enumerate(names)), {"eval_size": eval_sizes})
 
 
 def _coco_objects(boxes_xyxy: bool):
@@ -226,7 +227,7 @@ def ade_challenge_folder(root: Path) -> Fixture:
     """ADEChallengeData2016.zip (http://sceneparsing.csail.mit.edu/): `images/{training,validation}/ADE_{train,val}_
     NNNNNNNN.jpg`, `annotations/{training,validation}/<same stem>.png` (label map, 0 = other), `objectInfo150.txt`
     (tab-separated Idx, Ratio, Train, Val, Name) and `sceneCategories.txt`."""
-    sizes = {"training": 3, "validation": 2}
+    sizes = {"training": 4, "validation": 2}
     for split, count in sizes.items():
         prefix = "ADE_train" if split == "training" else "ADE_val"
         for d in ("images", "annotations"):
