@@ -15,7 +15,7 @@ from pathlib import Path
 import conftest  # noqa: F401  (HF_HUB_OFFLINE)
 import dataset_fixtures as fx
 import pytest
-from test_datasets import _fake_hub
+from test_datasets import _fake_downloads, _fake_hub
 
 from pvt_hf import data, training
 
@@ -45,7 +45,8 @@ COMMON = ["--max_train_steps", "2", "--per_device_train_batch_size", "2", "--per
 
 
 def documented_commands():
-    rows = re.findall(r"^\| (.+?) \| `(run_\w+\.py) (.+?)` \|", (ROOT / "docs" / "datasets.md").read_text(), re.M)
+    table = (ROOT / "docs" / "datasets.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| `(run_\w+\.py) (.+?)` \|", table, re.MULTILINE)
     assert {name for name, _, _ in rows} == set(FIXTURES), "docs/datasets.md and the fixtures list other datasets"
     return rows
 
@@ -55,14 +56,11 @@ def test_documented_command_trains_and_evaluates(name, script, arguments, tmp_pa
     fixture = FIXTURES[name](tmp_path / "copy")
     argv = shlex.split(arguments)
     dataset = argv[argv.index("--dataset_name") + 1]
-    if "/" in dataset and not dataset.startswith(("/", "<")):  # a Hub id: answered by the local copy
-        _fake_hub(monkeypatch, {dataset: fixture.root}, script_ids=SCRIPT_DATASETS)
-        monkeypatch.setattr(data.huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kwargs: str(
-            fixture.root / filename) if (fixture.root / filename).exists() else (_ for _ in ()).throw(OSError()))
-    elif "/" not in dataset and not dataset.startswith("<"):  # a canonical id (cppe-5, scene_parse_150)
-        _fake_hub(monkeypatch, {dataset: fixture.root}, script_ids=SCRIPT_DATASETS)
-    else:
+    if dataset.startswith(("/", "<")):  # a folder, or a placeholder for any mirror: the local copy
         argv[argv.index("--dataset_name") + 1] = str(fixture.root)
+    else:  # a Hub id: answered by the local copy
+        _fake_hub(monkeypatch, {dataset: fixture.root}, script_ids=SCRIPT_DATASETS)
+        _fake_downloads(monkeypatch, {dataset: fixture.root})
     evaluated = []
     eval_batches = training.Progress.eval_batches
 

@@ -101,6 +101,21 @@ def _fake_hub(monkeypatch, repos: dict, script_ids=()):
     return calls
 
 
+def _fake_downloads(monkeypatch, repos: dict):
+    """huggingface_hub.hf_hub_download answered from the local copies in `repos`; returns the recorded calls."""
+    downloads = []
+
+    def hf_hub_download(repo_id, filename, repo_type=None, **kwargs):
+        downloads.append((repo_id, filename, repo_type))
+        path = repos[repo_id] / filename
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return str(path)
+
+    monkeypatch.setattr(data.huggingface_hub, "hf_hub_download", hf_hub_download)
+    return downloads
+
+
 def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatch):
     imagenet = fx.imagenet_parquet_export(tmp_path / "imagenet")
     scene = fx.scene_parse_150_export(tmp_path / "scene")
@@ -134,17 +149,7 @@ def test_hub_ids_with_documented_defaults(tmp_path, monkeypatch):
     repos = {"timm/imagenet-1k-wds": fx.imagenet_webdataset(tmp_path / "wds").root,
              "detection-datasets/coco": fx.detection_datasets_coco(tmp_path / "coco").root,
              "segments/sidewalk-semantic": fx.sidewalk_semantic(tmp_path / "sidewalk").root}
-    calls = _fake_hub(monkeypatch, repos)
-    downloads = []
-
-    def hf_hub_download(repo_id, filename, repo_type=None, **kwargs):
-        downloads.append((repo_id, filename, repo_type))
-        path = repos[repo_id] / filename
-        if not path.exists():
-            raise FileNotFoundError(path)
-        return str(path)
-
-    monkeypatch.setattr(data.huggingface_hub, "hf_hub_download", hf_hub_download)
+    calls, downloads = _fake_hub(monkeypatch, repos), _fake_downloads(monkeypatch, repos)
     splits = data.load_splits("classification", dataset_name="timm/imagenet-1k-wds")
     assert calls[-1] == ("timm/imagenet-1k-wds", None, None, None)
     assert splits.id2label == data._named_labels("imagenet-1k") and len(splits.id2label) == 1000
