@@ -68,7 +68,7 @@ def test_published_layouts_load(name, streaming, tmp_path):
 
 
 def test_a_stream_is_not_read_to_size_it(tmp_path, monkeypatch):
-    """Sizes come from parquet footers: loading reads at most the first evaluation row (the unlabelled-split check)."""
+    """Sizes come from parquet footers: loading reads only each split's first row (the unlabelled-split check)."""
     fixture = fx.imagenet_parquet_mirror(tmp_path / "repo")
     reads = []
     iterate = IterableDataset.__iter__
@@ -80,7 +80,7 @@ def test_a_stream_is_not_read_to_size_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(IterableDataset, "__iter__", counting)
     splits = data.load_splits("classification", dataset_name=str(fixture.root))
-    assert len(reads) <= 1 and (splits.train_size, splits.eval_size) == (9, 3)
+    assert len(reads) <= 2 and (splits.train_size, splits.eval_size) == (9, 3)
 
 
 def _fake_hub(monkeypatch, repos: dict, script_ids=()):
@@ -191,6 +191,25 @@ def test_clear_errors(tmp_path):
     assert (splits.train_size, splits.eval_size) == (6, 3) and splits.eval_split == splits.train_split == "train"
     with pytest.raises(ValueError, match="--train_val_split"):
         data.load_splits("segmentation", dataset_name=str(fx.sidewalk_semantic(tmp_path / "sw").root))
+
+
+def test_unlabelled_rows_are_never_used(tmp_path):
+    """label -1 (ImageNet's unlabelled test images) is dropped from training and evaluation; an unlabelled split
+    cannot be either."""
+    mirror = fx.imagenet_parquet_mirror(tmp_path / "mirror").root
+    with pytest.raises(ValueError, match="unlabelled"):
+        data.load_splits("classification", dataset_name=str(mirror), train_split="test")
+    mixed = tmp_path / "mixed.parquet"
+    datasets.Dataset.from_dict(fx._classification_rows(6, 0, labels=[0, -1, 2, -1, 1, 0]),
+                               features=datasets.Features({"image": datasets.Image(),
+                                                           "label": datasets.ClassLabel(names=fx.IMAGENET_NAMES)}),
+                               ).to_parquet(str(mixed))
+    for streaming in (False, True):
+        splits = data.load_splits("classification", dataset_name=str(mixed), train_val_split=0.5, streaming=streaming)
+        labels = [e["label"] for ds in (splits.train, splits.eval) for e in data.SkipCorrupt(ds, "classification")]
+        assert sorted(labels) == [0, 0, 1, 2]
+        if not streaming:
+            assert splits.train_size + splits.eval_size == 4
 
 
 def test_local_copies_of_script_datasets(tmp_path):

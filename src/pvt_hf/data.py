@@ -207,10 +207,12 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     if id2label and (found := source.id2label or _id2label_of(task, train)) and len(found) != len(id2label):
         raise ValueError(f"label_names has {len(id2label)} names, {source.name} has {len(found)} classes")
     train_size, eval_size = source.size(train_name), eval_source.size(eval_name)
+    if task == "classification":  # unlabelled rows (ImageNet's test split: label -1) are neither trained nor scored
+        for ds, where in ((train, f"{source.name}:{train_name}"), (evaluation, f"{eval_source.name}:{eval_name}")):
+            _require_labelled(ds, where)
     if train_val_split is not None:
         train, evaluation, train_size, eval_size = _carve(train, train_val_split, seed)
-    if task == "classification":  # unlabelled rows (ImageNet's test split: label -1) are neither trained nor scored
-        _require_labelled(evaluation, f"{eval_source.name}:{eval_name}")
+    if task == "classification":
         train, evaluation = (ds.filter(_labelled, input_columns="label") for ds in (train, evaluation))
         if not isinstance(train, IterableDataset):
             train_size, eval_size = len(train), len(evaluation)
@@ -246,14 +248,15 @@ def _labelled(label) -> bool:
     return label is not None and label >= 0
 
 
-def _require_labelled(dataset, where: str) -> None:
-    """An unlabelled split (ImageNet's test: every label -1) cannot be evaluated; its first row tells."""
+def _require_labelled(dataset, where: str, rows: int = 8) -> None:
+    """An unlabelled split (ImageNet's test: every label -1) can be neither trained nor evaluated on; its first rows
+    tell (a stream is read no further than its first labelled row)."""
     labels = dataset.select_columns(["label"])
-    first = next(iter(labels if isinstance(labels, IterableDataset) else labels.select(range(min(1, len(labels))))),
-                 None)
-    if first is None or not _labelled(first["label"]):
-        raise ValueError(f"{where} is unlabelled (label -1 marks ImageNet's test images) or empty: evaluate on a "
-                         "labelled split (--eval_split validation) or hold one out (--train_val_split)")
+    first = itertools.islice(labels if isinstance(labels, IterableDataset) else
+                             labels.select(range(min(rows, len(labels)))), rows)
+    if not any(_labelled(row["label"]) for row in first):  # stops at the first labelled row
+        raise ValueError(f"{where} is unlabelled (label -1 marks ImageNet's test images) or empty: train and "
+                         "evaluate on labelled splits (e.g. --eval_split validation, or --train_val_split)")
 
 
 def _held_out(image, seed: int, fraction: float) -> bool:
