@@ -739,7 +739,13 @@ def epoch_stream(dataset, seed: int | None, buffer_size: int = 1000, limit: int 
         dataset = take(dataset, limit)
     if isinstance(dataset, IterableDataset):
         return dataset
-    return dataset.to_iterable_dataset(num_shards=max(1, min(num_shards, len(dataset))))
+    if len(dataset) == 0:  # datasets cannot shard nothing
+        return IterableDataset.from_generator(_no_examples, features=dataset.features)
+    return dataset.to_iterable_dataset(num_shards=min(num_shards, len(dataset)))
+
+
+def _no_examples():
+    yield from ()
 
 
 def set_epoch(dataset, epoch: int) -> None:

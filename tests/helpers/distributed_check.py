@@ -26,7 +26,7 @@ def recording_shard(dataset, rank, world_size):
     return part
 
 
-finish, build_scheduler, schedulers = training.finish, training.build_scheduler, []
+save_outputs, build_scheduler, schedulers = training.save_outputs, training.build_scheduler, []
 
 
 def recording_scheduler(*args, **kwargs):
@@ -34,8 +34,7 @@ def recording_scheduler(*args, **kwargs):
     return schedulers[-1]
 
 
-
-def recording_finish(accelerator, model, processor, args, metrics, task, skipped):
+def recording_save_outputs(accelerator, model, processor, args, metrics, task):
     unwrapped = accelerator.unwrap_model(model)
     torch.save({k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}, out / f"params-{accelerator.process_index}.pt")
     if accelerator.is_main_process:  # the same model and data, evaluated by one process alone
@@ -50,12 +49,12 @@ def recording_finish(accelerator, model, processor, args, metrics, task, skipped
     record["distributed"] = metrics
     record["scheduler_steps"] = schedulers[-1].last_epoch  # once per optimizer step, whatever the process count
     record["rank"], record["world_size"] = accelerator.process_index, accelerator.num_processes
-    return finish(accelerator, model, processor, args, metrics, task, skipped)
+    return save_outputs(accelerator, model, processor, args, metrics, task)
 
 
 data.shard_for_process = recording_shard
-training.finish = recording_finish
+training.save_outputs = recording_save_outputs
 training.build_scheduler = recording_scheduler
 script.main(["--output_dir", str(out / "run"), "--max_train_steps", "6", "--per_device_train_batch_size", "16",
-             "--max_train_samples", "256"])  # fmt: skip
+             "--max_train_samples", "256", "--dataloader_num_workers", "2"])  # fmt: skip
 (out / f"record-{record['rank']}.json").write_text(json.dumps(record))
