@@ -2,6 +2,8 @@
 `data.load_splits` finds the right splits, reports sizes without iterating, the real class names and canonical rows;
 the Hub-id code path (parquet export of script datasets, config folders, id2label.json) is exercised offline."""
 
+import json
+
 import conftest  # noqa: F401  (HF_HUB_OFFLINE)
 import dataset_fixtures as fx
 import pytest
@@ -175,7 +177,13 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="--label_names"):
         data.load_splits("classification", dataset_name=str(fx.imagenet_webdataset(tmp_path / "wds").root))
     with pytest.raises(FileNotFoundError, match="imagenet-1k"):
-        data.load_splits("classification", dataset_name=str(coco), label_names="imagenet-21k")
+        data.load_splits("detection", dataset_name=str(coco), bbox_format="xyxy", label_names="imagenet-21k")
+    with pytest.raises(ValueError, match="label_names has 80 names.* 3 classes"):
+        data.load_splits("detection", dataset_name=str(coco), bbox_format="xyxy", label_names="coco")
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["human", "bike", "automobile"]))  # as many as the data's: they replace its names
+    splits = data.load_splits("detection", dataset_name=str(coco), bbox_format="xyxy", label_names=str(names))
+    assert splits.id2label == {0: "human", 1: "bike", 2: "automobile"}
 
     mirror = fx.imagenet_parquet_mirror(tmp_path / "mirror").root
     with pytest.raises(ValueError, match="unlabelled"):  # ImageNet's test split: label -1 everywhere
@@ -226,8 +234,10 @@ def test_local_copies_of_script_datasets(tmp_path):
 
 
 def test_train_dir_and_validation_dir(tmp_path):
-    """transformers' --train_dir / --validation_dir: two sources, one split each."""
+    """transformers' --train_dir / --validation_dir: two sources, one split each, never the same."""
     mirror = fx.imagenet_parquet_mirror(tmp_path / "mirror").root
+    with pytest.raises(ValueError, match="training data"):
+        data.load_splits("classification", train_dir=str(mirror), validation_dir=str(mirror) + "/")
     export = fx.imagenet_parquet_export(tmp_path / "export").root
     splits = data.load_splits("classification", train_dir=str(mirror / "data" / "train-*.parquet"),
                               validation_dir=str(export / "default" / "validation"))

@@ -152,9 +152,9 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     fraction of the training split instead (by image content, so sharding never changes it). Evaluation never reads
     training data: a source with no evaluation split and no `train_val_split` is an error.
 
-    Class names: `label_names` (a JSON file of a list or {id: name}, or "imagenet-1k" / "coco" / "ade20k"), else
-    the data's (ClassLabel, COCO categories, `id2label.json`, `objectInfo150.txt`), else what the card of a known Hub
-    id documents; none is an error naming the flag. Detection boxes: `bbox_format` ("xyxy" / "xywh"), else the
+    Class names: `label_names` (a JSON file of a list or {id: name}, or "imagenet-1k" / "coco" / "ade20k"; as many
+    as the data's classes), else the data's (ClassLabel, COCO categories, `id2label.json`, `objectInfo150.txt`), else
+    what the card of a known Hub id documents; none is an error naming the flag. Detection boxes: `bbox_format` ("xyxy" / "xywh"), else the
     card's documented format, else COCO's xywh for a COCO folder; checked on the first rows (a box that cannot be
     in that format is an error). `trust_remote_code` is accepted for the scripts' flag and unused: datasets 5 runs
     no dataset code. `seed` seeds the embedded dataset and the held-out carve.
@@ -170,6 +170,8 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
         raise ValueError("validation_dir needs train_dir (or dataset_name) for the training data")
     if validation_dir is not None and train_val_split is not None:
         raise ValueError("pass either validation_dir or train_val_split, not both")
+    if validation_dir is not None and Path(validation_dir).resolve() == Path(dataset_name or train_dir).resolve():
+        raise ValueError(f"validation_dir {validation_dir} is the training data: evaluation never reads it")
     source = _open_source(task, dataset_name or train_dir or embedded_dataset(task, cache_dir, seed),
                           dataset_config_name, cache_dir)
     train_name = source.split(train_split, _TRAIN_SPLITS, "train")
@@ -192,20 +194,21 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
                              "--train_val_split to hold out part of it, or --validation_dir")
 
     documented = _DOCUMENTED.get(source.hub_id or "", {})
-    names = label_names or documented.get("label_names")
-    id2label = _named_labels(names) if names else None
     fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
     if task == "detection" and fmt is None:
         raise ValueError(f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
                          "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)")
     train = source.dataset(task, train_name, streaming, columns, fmt)
     evaluation = eval_source.dataset(task, eval_name, streaming, columns, fmt)
-    id2label = id2label or source.id2label or _id2label_of(task, train)
+    found = source.id2label or _id2label_of(task, train)  # the data's own names
+    if label_names and found and len(_named_labels(label_names)) != len(found):
+        raise ValueError(f"label_names has {len(_named_labels(label_names))} names, {source.name} has {len(found)} "
+                         "classes")
+    names = label_names or (None if found else documented.get("label_names"))
+    id2label = _named_labels(names) if names else found
     if not id2label:
         raise ValueError(f"{source.name} carries no class names: pass --label_names (a JSON file of names, or one "
                          f"of {sorted(_BUILT_IN_LABELS)})")
-    if id2label and (found := source.id2label or _id2label_of(task, train)) and len(found) != len(id2label):
-        raise ValueError(f"label_names has {len(id2label)} names, {source.name} has {len(found)} classes")
     train_size, eval_size = source.size(train_name), eval_source.size(eval_name)
     if task == "classification":  # unlabelled rows (ImageNet's test split: label -1) are neither trained nor scored
         for ds, where in ((train, f"{source.name}:{train_name}"), (evaluation, f"{eval_source.name}:{eval_name}")):
