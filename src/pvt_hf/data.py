@@ -387,7 +387,7 @@ def load_splits(task, *, dataset_name=None, dataset_config_name=None, train_dir=
                 train_split=None, eval_split=None, train_val_split=None, streaming=True, columns=None,
                 bbox_format=None, label_names=None, cache_dir=None, trust_remote_code=False, seed=0) -> TaskSplits:
     """TEMPORARY shim of I10b's loader (same signature): today's `load_task_dataset` twice."""
-    load = dict(streaming=streaming, columns=columns, cache_dir=cache_dir, seed=seed)
+    load = dict(streaming=streaming, columns=columns, cache_dir=cache_dir)  # the embedded data is seed 0's, always
     if task == "detection":
         load["bbox_format"] = bbox_format
     train_split, eval_split = train_split or "train", eval_split or "validation"
