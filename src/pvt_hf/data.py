@@ -157,7 +157,7 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     what the card of a known Hub id documents; none is an error naming the flag. Detection boxes: `bbox_format` ("xyxy" / "xywh"), else the
     card's documented format, else COCO's xywh for a COCO folder; checked on the first rows (a box that cannot be
     in that format is an error). `trust_remote_code` is accepted for the scripts' flag and unused: datasets 5 runs
-    no dataset code. `seed` seeds the embedded dataset and the held-out carve.
+    no dataset code. `seed` seeds the held-out carve (the embedded datasets are always seed 0's).
     """
     del trust_remote_code
     if task not in TASKS:
@@ -172,8 +172,8 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
         raise ValueError("pass either validation_dir or train_val_split, not both")
     if validation_dir is not None and Path(validation_dir).resolve() == Path(dataset_name or train_dir).resolve():
         raise ValueError(f"validation_dir {validation_dir} is the training data: evaluation never reads it")
-    source = _open_source(task, dataset_name or train_dir or embedded_dataset(task, cache_dir, seed),
-                          dataset_config_name, cache_dir)
+    source = _open_source(task, dataset_name or train_dir or embedded_dataset(task, cache_dir), dataset_config_name,
+                          cache_dir)
     train_name = source.split(train_split, _TRAIN_SPLITS, "train")
     if validation_dir is not None:
         eval_source = _open_source(task, validation_dir, dataset_config_name, cache_dir)

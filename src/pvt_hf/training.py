@@ -208,18 +208,20 @@ class Progress:
     """The loop's bookkeeping, so the scripts' loops show only what they do: where the run is (step, epoch, corrupt
     samples skipped), when an epoch or the run ends, logging, and the checkpoints (`--checkpointing_steps`).
 
-        progress = Progress(accelerator, args, plan, resume(accelerator, args))
-        for epoch in progress.epochs():
-            loader = train_loader(...)
-            for batch in progress.batches(loader):
+        progress = Progress(accelerator, args, plan, "project")   # trackers; restores --resume_from_checkpoint
+        for epoch in progress.epochs(model):
+            for batch in progress.batches(train_loader(...)):
                 ...  # forward, backward, optimizer step
                 progress.after_batch(loss, scheduler)
     """
 
-    def __init__(self, accelerator: Accelerator, args, plan, resumed: dict | None):
+    def __init__(self, accelerator: Accelerator, args, plan, project: str):
         from tqdm.auto import tqdm
 
-        self.accelerator, self.args, self.plan, self.resumed = accelerator, args, plan, resumed
+        if args.with_tracking:
+            accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items() if k != "hub_token"})
+        self.accelerator, self.args, self.plan = accelerator, args, plan
+        self.resumed = resumed = resume(accelerator, args)
         resumed = resumed or {}
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
@@ -230,8 +232,10 @@ class Progress:
     def done(self) -> bool:
         return self.step >= self.plan.total_steps
 
-    def epochs(self):
+    def epochs(self, model):
+        """The epochs to run (from the resumed one), with `model` in training mode."""
         while not self.done:
+            model.train()
             yield self.epoch
             self.epoch, self.epoch_step = self.epoch + 1, 0
             if checkpoint_due(self.args, self.step, end_of_epoch=True):
@@ -368,6 +372,12 @@ def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: in
     specific = {"power": 0.9, "lr_end": 0.0} if name == "polynomial" else None
     return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=total_steps,
                          scheduler_specific_kwargs=specific)
+
+
+def optimizer_and_scheduler(model, args, plan):
+    """AdamW over the decayed / non-decayed parameter groups and `--lr_scheduler_type` over `plan`'s steps."""
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
+    return optimizer, build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
 
 
 def mixing_generator(seed: int, step: int, rank: int) -> torch.Generator:
