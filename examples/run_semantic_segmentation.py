@@ -7,6 +7,10 @@
     accelerate launch --multi_gpu --num_processes 4 examples/run_semantic_segmentation.py \\
         --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-semantic-fpn-ade20k --max_train_steps 40000 \\
         --backbone_name_or_path pvt-v2-b2 --do_reduce_labels --dataloader_num_workers 8
+    # Mask2Former (its semantic recipe: AdamW 1e-4, weight decay 0.05, 160k iterations at batch 16, clipping 0.01)
+    accelerate launch --multi_gpu --num_processes 8 examples/run_semantic_segmentation.py \\
+        --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-mask2former-ade20k --backbone_name_or_path pvt-v2-b2 \\
+        --weight_decay 0.05 --max_grad_norm 0.01 --max_train_steps 160000 --per_device_train_batch_size 2 --do_reduce_labels
 
 Defaults follow the papers' Semantic FPN setup on ADE20K: AdamW lr 1e-4, weight decay 1e-4, poly schedule (power 0.9),
 40k iterations (80k for the large backbones) at batch 16, random resize (ratio 0.5..2.0) + random 512x512 crop + flip,
@@ -14,6 +18,11 @@ cross-entropy ignoring label 255 (with --do_reduce_labels ADE20K's 0 = "other" b
 aAcc at the labels' resolution, through the saved image processor (resize to --image_size square, as
 `pipeline("image-segmentation")` does with the saved folder). With no --dataset_name, a synthetic shapes dataset (ADE20K
 layout, generated once) trains in minutes.
+
+Mask2Former (`<backbone>-mask2former-ade20k`, or a folder holding one) trains on the same crops, with targets from its
+image processor (per-class binary `mask_labels` and `class_labels`) and its own loss; its mIoU comes from the saved
+processor (shorter side --image_size) and its `post_process_semantic_segmentation`, one image at a time as
+`pipeline("image-segmentation")` runs it.
 """
 
 import argparse
@@ -22,9 +31,17 @@ import functools
 import numpy as np
 import torch
 from accelerate.utils import gather_object, set_seed
-from transformers import AutoModelForSemanticSegmentation
+from transformers import AutoConfig, AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation, Mask2FormerConfig
 
-from pvt_hf import SEGMENTATION_PRESETS, PvtSegmentationConfig, data, training
+from pvt_hf import (
+    MASK2FORMER_PRESETS,
+    SEGMENTATION_PRESETS,
+    PvtMask2FormerConfig,
+    PvtMask2FormerImageProcessor,
+    PvtSegmentationConfig,
+    data,
+    training,
+)
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
 from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
@@ -73,6 +90,37 @@ def predict(model, processor, images, device) -> list[torch.Tensor]:
     return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1] for image in images])
 
 
+def is_mask2former(args) -> bool:
+    """A Mask2Former preset, or a folder / Hub id holding a Mask2Former."""
+    if args.model_name_or_path in MASK2FORMER_PRESETS or args.model_name_or_path in SEGMENTATION_PRESETS:
+        return args.model_name_or_path in MASK2FORMER_PRESETS
+    hub = dict(cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code)
+    return isinstance(AutoConfig.from_pretrained(args.model_name_or_path, **hub), Mask2FormerConfig)
+
+
+class Mask2FormerCollate:
+    """The crops' Mask2Former targets from the saved processor: per-class binary masks and their class ids (pixels
+    ignored by the loss belong to no mask). The crops are already resized and normalised."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, items):
+        batch = collate(items)
+        return dict(self.processor(list(batch["pixel_values"]), segmentation_maps=list(batch["labels"]), do_resize=False,
+                                   do_rescale=False, do_normalize=False, do_reduce_labels=False, return_tensors="pt"))  # fmt: skip
+
+
+def mask2former_loss(model, batch, device):
+    targets = {key: [t.to(device) for t in batch[key]] for key in ("mask_labels", "class_labels")}
+    return model(pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device), **targets).loss
+
+
+def mask2former_predict(model, processor, images, device) -> list[torch.Tensor]:
+    """One image at a time: transformers' post-processing resizes the whole (padded) canvas to each target size."""
+    return [predict(model, processor, [image], device)[0] for image in images]
+
+
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
     args = parse_args(argv)
@@ -88,12 +136,22 @@ def main(argv=None):
     id2label = splits.id2label
     if not args.do_reduce_labels:  # label v keeps id v, so 0 ("other" in ADE20K's convention) is a class of its own
         id2label = {0: "other", **{k + 1: v for k, v in id2label.items()}}
-    size = {"height": args.image_size, "width": args.image_size}
-    processor = PvtSegmentationImageProcessor(size=size, do_reduce_labels=args.do_reduce_labels)
+    mask2former = is_mask2former(args)
+    if mask2former:  # Mask2Former's ADE20K evaluation size: shorter side 512, longer at most 2048
+        size = {"shortest_edge": args.image_size, "longest_edge": 4 * args.image_size}
+        processor = PvtMask2FormerImageProcessor(size=size, do_reduce_labels=args.do_reduce_labels)
+    else:
+        size = {"height": args.image_size, "width": args.image_size}
+        processor = PvtSegmentationImageProcessor(size=size, do_reduce_labels=args.do_reduce_labels)
 
     # --------------------------------------------------------------------------------------------------- model
-    model = training.build_model(args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset)
-    ignore = model.config.semantic_loss_ignore_index
+    if mask2former:
+        model = training.build_model(args, id2label, AutoModelForUniversalSegmentation, MASK2FORMER_PRESETS, PvtMask2FormerConfig.from_preset)
+        ignore = model.config.ignore_value
+    else:
+        model = training.build_model(args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset)
+        ignore = model.config.semantic_loss_ignore_index
+    loss_of, predict_with = (mask2former_loss, mask2former_predict) if mask2former else (training_loss, predict)
     augment = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, ignore_index=ignore)
     transform = functools.partial(train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore)
 
@@ -103,16 +161,17 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------------------ resume, training loop
     progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")  # trackers; restores --resume_from_checkpoint
+    batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
-        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, collate, world)):
+        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
             with accelerator.accumulate(model):
-                loss = training_loss(model, batch, accelerator.device)
+                loss = loss_of(model, batch, accelerator.device)
                 training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
-    metrics = evaluate(accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels)
+    metrics = evaluate(accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
     accelerator.print(f"eval: {metrics}")
 
@@ -122,7 +181,7 @@ def main(argv=None):
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_reduce_labels) -> dict:
+def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_reduce_labels, predict=predict) -> dict:
     """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution; the per-class
     histograms of all processes are summed."""
     model.eval()

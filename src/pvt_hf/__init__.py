@@ -10,8 +10,10 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForImageSegmentation,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
+    AutoModelForUniversalSegmentation,
 )
 from transformers.utils import logging
 
@@ -25,12 +27,14 @@ from .configuration_pvt_heads import (
     ade20k_labels,
     coco_labels,
 )
+from .configuration_pvt_mask2former import MASK2FORMER_PRESETS, PvtMask2FormerConfig
 from .flops import count_macs
 from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from .image_processing_pvt_mask2former import PvtMask2FormerImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
 from .modeling_pvt_heads import PvtDeformableDetrForObjectDetection, PvtForObjectDetection, PvtForSemanticSegmentation
+from .modeling_pvt_mask2former import PvtMask2FormerForUniversalSegmentation
 from .visualization import draw_detections, draw_segmentation
-
 
 __version__ = "0.1.0"
 
@@ -42,6 +46,9 @@ _MODELS = [
     (PvtSegmentationConfig, AutoModelForSemanticSegmentation, PvtForSemanticSegmentation, PvtSegmentationImageProcessor),
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
     (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
+    # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
+    (PvtMask2FormerConfig, AutoModelForImageSegmentation, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor),
+    (PvtMask2FormerConfig, AutoModelForUniversalSegmentation, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor),
 ]
 # transformers' lazy mappings also match config classes by name, and its v1 config is called PvtConfig too: register
 # our processors for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
@@ -59,6 +66,7 @@ logging.set_verbosity(_verbosity)
 
 __all__ = [
     "DETECTION_PRESETS",
+    "MASK2FORMER_PRESETS",
     "PRESETS",
     "SEGMENTATION_PRESETS",
     "PvtBackbone",
@@ -71,6 +79,9 @@ __all__ = [
     "PvtForObjectDetection",
     "PvtForSemanticSegmentation",
     "PvtHfImageProcessor",
+    "PvtMask2FormerConfig",
+    "PvtMask2FormerForUniversalSegmentation",
+    "PvtMask2FormerImageProcessor",
     "PvtModel",
     "PvtPreTrainedModel",
     "PvtSegmentationConfig",
