@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,6 +157,8 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
 
     from . import data
 
+    # torchdata 0.11 calls a torch API that torch 2.13 deprecates, once per loader (i.e. per epoch): not the user's concern
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     limit = args.max_train_samples // num_processes if args.max_train_samples else None
     stream = data.epoch_stream(train_set, args.seed + epoch, args.shuffle_buffer_size, limit,
                                num_shards=max(1, args.dataloader_num_workers) * 8)
