@@ -2,13 +2,13 @@
 
 Pipeline (what the scripts do)::
 
-    ds = load_task_dataset(task, name, "train")        # canonical columns, images still encoded
-    ds = shard_for_process(ds, rank, world_size)
-    examples = SkipCorrupt(ds, task)                   # decodes + validates, skips (and counts) bad samples
+    splits = load_splits(task, dataset_name=name)       # canonical columns, images still encoded, reported sizes
+    ds = shard_for_process(splits.train, rank, world_size)
     for epoch in range(epochs):
-        examples.examples = shuffle_stream(ds, seed + epoch)   # a new order each epoch
-        for example in examples: ...
-    print(examples.skipped)
+        stream = epoch_stream(ds, seed + epoch)          # a new order each epoch, as a stream with a state_dict
+        examples = SkipCorrupt(stream, task, transform=augment, seed=seed, epoch=epoch)  # a torch IterableDataset:
+        for batch in DataLoader(examples, ...): ...     # decoded, validated, augmented in the workers; bad samples
+                                                        # skipped and counted (see `pvt_hf.training.train_loader`)
 
 Canonical examples, as `SkipCorrupt` / `decode_example` yield them:
   classification  {"image": PIL RGB, "label": int}
