@@ -93,19 +93,14 @@ def main(argv=None):
     model = training.build_model(args, splits.id2label, AutoModelForImageClassification, PRESETS, PvtConfig.from_preset)
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
-    optimizer = training.build_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = training.build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
+    optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if args.with_tracking:
-        accelerator.init_trackers("pvt_image_classification", config={k: str(v) for k, v in vars(args).items()})
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, training.resume(accelerator, args))
+    progress = training.Progress(accelerator, args, plan, "pvt_image_classification")  # trackers; restores --resume_from_checkpoint
     num_labels = len(splits.id2label)
-    for epoch in progress.epochs():
-        model.train()
-        loader = training.train_loader(train_set, args, epoch, TASK, transform, collate, world)
-        for batch in progress.batches(loader):
+    for epoch in progress.epochs(model):
+        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, collate, world)):
             mixing = training.mixing_generator(args.seed, progress.step, rank)
             pixels, targets = mixup_cutmix(batch["pixel_values"], batch["labels"], num_labels, args.mixup, args.cutmix, args.label_smoothing, mixing)
             with accelerator.accumulate(model):

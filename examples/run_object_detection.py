@@ -27,7 +27,6 @@ from pvt_hf import DETECTION_PRESETS, PvtDeformableDetrConfig, PvtDetrConfig, Pv
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
-
 TASK = "detection"
 RECIPE = dict(
     model="pvt-small-detr-coco", image_size=800, learning_rate=1e-4, weight_decay=1e-4, lr_scheduler_type="step",
@@ -102,18 +101,13 @@ def main(argv=None):
     model = training.build_model(args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args))
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
-    optimizer = training.build_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = training.build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
+    optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if args.with_tracking:
-        accelerator.init_trackers("pvt_object_detection", config={k: str(v) for k, v in vars(args).items()})
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, training.resume(accelerator, args))
-    for epoch in progress.epochs():
-        model.train()
-        loader = training.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)
-        for batch in progress.batches(loader):
+    progress = training.Progress(accelerator, args, plan, "pvt_object_detection")  # trackers; restores --resume_from_checkpoint
+    for epoch in progress.epochs(model):
+        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)):
             labels = [{k: v.to(accelerator.device) for k, v in target.items()} for target in batch["labels"]]
             with accelerator.accumulate(model):
                 pixels, mask = batch["pixel_values"].to(accelerator.device), batch["pixel_mask"].to(accelerator.device)

@@ -46,7 +46,6 @@ from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
 from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
 
-
 TASK = "segmentation"
 RECIPE = dict(
     model="pvt-v2-b0-semantic-fpn-ade20k", image_size=512, learning_rate=1e-4, weight_decay=1e-4,
@@ -157,18 +156,14 @@ def main(argv=None):
     transform = functools.partial(train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore)
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
-    optimizer = training.build_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = training.build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
+    optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if args.with_tracking:
-        accelerator.init_trackers("pvt_semantic_segmentation", config={k: str(v) for k, v in vars(args).items()})
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, training.resume(accelerator, args))
-    for epoch in progress.epochs():
-        model.train()
-        loader = training.train_loader(train_set, args, epoch, TASK, transform, Mask2FormerCollate(processor) if mask2former else collate, world)
-        for batch in progress.batches(loader):
+    progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")  # trackers; restores --resume_from_checkpoint
+    batch_of = Mask2FormerCollate(processor) if mask2former else collate
+    for epoch in progress.epochs(model):
+        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
             with accelerator.accumulate(model):
                 loss = loss_of(model, batch, accelerator.device)
                 training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)

@@ -173,11 +173,11 @@ def scene_parse_like():
 def test_hub_schema_adapters(streaming):
     stream = (lambda ds: ds.to_iterable_dataset(num_shards=1)) if streaming else (lambda ds: ds)
 
-    ds = data.adapt(stream(imagenet_like()), "classification", name="imagenet-1k")
+    ds = data.adapt(stream(imagenet_like()), "classification")
     assert data.label_names("classification", ds) == {0: "tench", 1: "goldfish", 2: "shark"}
     assert [e["label"] for e in data.SkipCorrupt(ds, "classification")] == [0, 1, 2, 0, 1, 2]
 
-    ds = data.adapt(stream(coco_xyxy_like()), "detection", name="detection-datasets/coco")  # xyxy by name
+    ds = data.adapt(stream(coco_xyxy_like()), "detection", bbox_format="xyxy")
     assert data.label_names("detection", ds) == {0: "person", 1: "bicycle", 2: "car"}
     first, second = data.SkipCorrupt(ds, "detection")
     assert first["image_id"] == 10 and first["objects"] == {
@@ -186,30 +186,15 @@ def test_hub_schema_adapters(streaming):
 
     for list_of_dicts in (False, True):
         cppe5, names = cppe5_like(list_of_dicts)
-        ds = data.adapt(stream(cppe5), "detection", name="cppe-5")  # xywh by default
+        ds = data.adapt(stream(cppe5), "detection", bbox_format="xywh")
         assert data.label_names("detection", ds) == dict(enumerate(names))
         (example,) = data.SkipCorrupt(ds, "detection")
         assert example["objects"] == {"bbox": [[2, 3, 5, 6]], "category": [4], "area": [30], "iscrowd": [0]}
 
-    ds = data.adapt(stream(scene_parse_like()), "segmentation", name="scene_parse_150")
+    ds = data.adapt(stream(scene_parse_like()), "segmentation", id2label=ade20k_labels())
     assert data.label_names("segmentation", ds) == ade20k_labels()
     (example,) = data.SkipCorrupt(ds, "segmentation")
     assert example["annotation"].mode == "L" and np.asarray(example["annotation"]).max() == 150  # 0 kept as is
-
-
-def test_hub_ids_stream_by_default(monkeypatch):
-    calls = []
-
-    def fake_load_dataset(name, **kwargs):
-        calls.append((name, kwargs))
-        return coco_xyxy_like()
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    ds = data.load_task_dataset("detection", "detection-datasets/coco", "train")
-    assert calls == [("detection-datasets/coco", {"split": "train", "streaming": True, "data_dir": None})]
-    assert next(iter(data.SkipCorrupt(ds, "detection")))["objects"]["bbox"][0] == [1, 2, 10, 20]  # xyxy -> xywh
-    data.load_task_dataset("detection", "cppe-5", "validation", streaming=False, data_dir="sub")
-    assert calls[-1] == ("cppe-5", {"split": "validation", "streaming": False, "data_dir": "sub"})
 
 
 def test_column_overrides_and_bbox_format():
@@ -235,15 +220,17 @@ def test_parquet_sources(tmp_path):
     datasets.concatenate_datasets([cppe5] * 2).to_parquet(tmp_path / "folder" / "data" / "train-00000-of-00001.parquet")
     for streaming in (True, False):
         for source in (tmp_path / "cppe5.parquet", tmp_path / "*.parquet"):
-            ds = data.load_task_dataset("detection", str(source), "train", streaming=streaming)
+            ds = data.load_task_dataset("detection", str(source), "train", streaming=streaming, bbox_format="xywh")
             assert data.label_names("detection", ds) == dict(enumerate(names))
             assert [e["objects"]["bbox"] for e in data.SkipCorrupt(ds, "detection")] == [[[2, 3, 5, 6]]]
-        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "validation", streaming=streaming)
+        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "validation", streaming=streaming,
+                                     bbox_format="xywh")
         assert [e["image_id"] for e in data.SkipCorrupt(ds, "detection")] == [5]
-        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "train", streaming=streaming)
+        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "train", streaming=streaming,
+                                     bbox_format="xywh")
         assert [e["image_id"] for e in data.SkipCorrupt(ds, "detection")] == [5, 5]
     imagenet_like(4).to_parquet(tmp_path / "imagenet.parquet")
-    ds = data.load_task_dataset("classification", str(tmp_path / "imagenet.parquet"), "validation")
+    ds = data.load_task_dataset("classification", str(tmp_path / "imagenet.parquet"), "train")  # a file: one split
     assert [e["label"] for e in data.SkipCorrupt(ds, "classification")] == [0, 1, 2, 0]
 
 
@@ -278,7 +265,7 @@ def test_corrupt_detection_and_segmentation_samples_are_skipped(cache, tmp_path)
     rows = Dataset.from_dict({"image_id": [6, 7, 8], "image": [rgb()] * 3, "objects": bad}, features=cppe5.features)
     for streaming in (False, True):
         mixed = datasets.concatenate_datasets([cppe5, rows])
-        ds = data.adapt(mixed.to_iterable_dataset() if streaming else mixed, "detection")
+        ds = data.adapt(mixed.to_iterable_dataset() if streaming else mixed, "detection", bbox_format="xywh")
         examples = data.SkipCorrupt(ds, "detection")
         assert [e["image_id"] for e in examples] == [5] and examples.skipped == 3
 

@@ -21,7 +21,6 @@ from PIL import Image
 
 from pvt_hf import training
 
-
 ROOT = Path(__file__).parents[1]
 
 

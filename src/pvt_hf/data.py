@@ -2,13 +2,13 @@
 
 Pipeline (what the scripts do)::
 
-    ds = load_task_dataset(task, name, "train")        # canonical columns, images still encoded
-    ds = shard_for_process(ds, rank, world_size)
-    examples = SkipCorrupt(ds, task)                   # decodes + validates, skips (and counts) bad samples
+    splits = load_splits(task, dataset_name=name)       # canonical columns, images still encoded, reported sizes
+    ds = shard_for_process(splits.train, rank, world_size)
     for epoch in range(epochs):
-        examples.examples = shuffle_stream(ds, seed + epoch)   # a new order each epoch
-        for example in examples: ...
-    print(examples.skipped)
+        stream = epoch_stream(ds, seed + epoch)          # a new order each epoch, as a stream with a state_dict
+        examples = SkipCorrupt(stream, task, transform=augment, seed=seed, epoch=epoch)  # a torch IterableDataset:
+        for batch in DataLoader(examples, ...): ...     # decoded, validated, augmented in the workers; bad samples
+                                                        # skipped and counted (see `pvt_hf.training.train_loader`)
 
 Canonical examples, as `SkipCorrupt` / `decode_example` yield them:
   classification  {"image": PIL RGB, "label": int}
@@ -19,24 +19,29 @@ Canonical examples, as `SkipCorrupt` / `decode_example` yield them:
 The datasets that `load_task_dataset` returns have these columns with images as datasets' undecoded
 `{"bytes", "path"}` dicts (`Image(decode=False)`), so that a corrupt file never raises inside datasets' own iterator.
 
-Sources (`dataset_name`, or `data_dir` with `dataset_name=None`):
-  Hub id          `datasets.load_dataset(name, split=..., streaming=True)`, then the schema adapter (`adapt`).
-                  Defaults: `image`/`label` (ImageNet-1k), `objects.{bbox,category,area,iscrowd}` + `image_id`
-                  (`detection-datasets/coco`: boxes xyxy; anything else, e.g. `cppe-5`: xywh), `image`/`annotation`
-                  (`scene_parse_150`). Override with `columns=` and `bbox_format=`.
-  *.parquet       a file, a glob, or a folder (split files named as datasets expects: `train-*.parquet`,
-                  `data/validation-*.parquet`, ...), in any of the Hub schemas above -> the same adapter.
+Sources (`load_splits`: `dataset_name`, else `train_dir` [+ `validation_dir`], else the embedded dataset):
+  Hub id          `datasets.load_dataset_builder(name, config)`, streamed, then the schema adapter (`adapt`). A loading
+                  script (datasets 5 runs none: `ILSVRC/imagenet-1k`, `scene_parse_150`, `frgfm/imagenette`) is read
+                  from its parquet export, `revision="refs/convert/parquet"`, `data_dir=<config or "default">`.
+  repo folder     a local copy of a Hub repository (`huggingface-cli download ... --local-dir`), read exactly like it:
+                  parquet / webdataset tars / images with datasets' split naming (`data/train-00000-of-00002.parquet`,
+                  `imagenet1k-validation-0000.tar`, `data/val-*.parquet` -> split "val"), README configs; a copy of a
+                  parquet export (`<config>/<split>/0000.parquet`, `partial-<split>`) picks its config folder.
+  *.parquet       a file or a glob: one "train" split (evaluate with `train_val_split` or `validation_dir`).
   image folder    (classification) `<root>/<split>/<class>/*.png|jpg` (or `<root>/<class>/*`: one "train" split).
   COCO folder     (detection) `<root>/annotations/instances_<split>.json` or `<root>/<split>.json`; images in
                   `<root>/<split>/`, `<root>/images/<split>/`, `<root>/images/` or `<root>/` (`file_name` relative to
-                  it). Category ids are mapped to 0..K-1 in id order.
+                  it). Category ids are mapped to 0..K-1 in id order. Boxes are COCO's xywh.
   ADE20K folder   (segmentation) `<root>/images/<split>/*.jpg` + `<root>/annotations/<split>/<same stem>.png`, as
-                  ADEChallengeData2016. Label names from `<root>/id2label.json` (ids after reduce-labels), else
-                  ADE20K's 150 when `objectInfo150.txt` is there.
-  Split names "train"/"validation"/"test" also find "training", "val"/"valid", "testing" folders.
+                  ADEChallengeData2016. Label names from `<root>/id2label.json` (ids after reduce-labels), else the
+                  names of `objectInfo150.txt`.
+  Columns: `image`/`label` (also webdataset's `jpg`/`cls`), `objects.{bbox,category,area,iscrowd}` + `image_id`,
+  `image`/`annotation` (also sidewalk's `pixel_values`/`label`); override with `columns=`. Detection boxes are in the
+  declared `bbox_format` (or what a known card documents), checked on the first rows; never guessed from a name.
+  Split names "train"/"validation"/"test" also find "training"/"train2017", "val"/"valid"/"val2017", "testing".
 
-Label names (`label_names`) are indexed as the model's `id2label`: for segmentation that is after reduce-labels
-(annotation value v is id v - 1), like `ade20k_labels()`.
+Label names (`id2label`) are indexed as the model's: for segmentation that is after reduce-labels (annotation value
+v is id v - 1; a repository's `id2label.json` lists the label map's values, 0 "unlabeled", and is shifted so).
 
 With no source, each task uses an embedded dataset written once under `cache_dir` (default `$PVT_HF_DATASETS` or
 `~/.cache/pvt_hf/datasets`) and then read through the same local loaders: scikit-learn's handwritten digits (real data)
@@ -45,7 +50,10 @@ as an image folder, and synthetic "shapes" (rectangle, ellipse, triangle) as a C
 
 from __future__ import annotations
 
+import functools
 import glob
+import io
+import itertools
 import json
 import logging
 import math
@@ -55,17 +63,17 @@ import shutil
 import tempfile
 import zlib
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import numpy as np
 import PIL.Image
 import torch.utils.data
 from datasets import ClassLabel, Dataset, Features, Image, IterableDataset, List, Value
 from datasets.distributed import split_dataset_by_node
 from PIL import ImageDraw
-
-from .configuration_pvt_heads import ade20k_labels
 
 logger = logging.getLogger(__name__)
 
@@ -93,70 +101,401 @@ _SPLIT_NAMES = {name for split, aliases in _SPLIT_ALIASES.items() for name in (s
 
 # ----------------------------------------------------------------------------------------------------- loading
 
+_TRAIN_SPLITS = ("train", "training", "train2017")
+_EVAL_SPLITS = ("validation", "val", "valid", "val2017", "test", "testing", "test2017")
+_EXPORT_REVISION = "refs/convert/parquet"  # where the Hub serves a script dataset's auto-converted parquet export
+# What the dataset cards of known Hub ids document, used only as the *declared* default (boxes are still validated)
+_DOCUMENTED = {
+    "detection-datasets/coco": {"bbox_format": "xyxy"},
+    "cppe-5": {"bbox_format": "xywh"},
+    "rishitdagli/cppe-5": {"bbox_format": "xywh"},
+    "timm/imagenet-1k-wds": {"label_names": "imagenet-1k"},
+    "scene_parse_150": {"label_names": "ade20k"},
+    "zhoubolei/scene_parse_150": {"label_names": "ade20k"},
+}
+_BUILT_IN_LABELS = {"imagenet-1k": "imagenet_1k_labels.json", "coco": "coco_80_labels.json",
+                    "ade20k": "ade20k_150_labels.json"}
+
+
+@dataclass
+class TaskSplits:
+    """The training and evaluation sets of a task, in the canonical schema, and what is known about them.
+
+    `train_size` / `eval_size` are what the source reports (split metadata, parquet footers, file counts, `len`):
+    None when it reports nothing; a stream is never iterated to count it. `train_split` / `eval_split` are the
+    resolved split names (equal when `train_val_split` carved the evaluation set out of the training split)."""
+
+    train: Dataset | IterableDataset
+    eval: Dataset | IterableDataset
+    id2label: dict[int, str]
+    train_size: int | None
+    eval_size: int | None
+    train_split: str
+    eval_split: str
+
+
+def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_name: str | None = None,
+                train_dir: str | None = None, validation_dir: str | None = None, train_split: str | None = None,
+                eval_split: str | None = None, train_val_split: float | None = None, streaming: bool = True,
+                columns: dict | None = None, bbox_format: str | None = None, label_names: str | None = None,
+                cache_dir: str | None = None, trust_remote_code: bool = False, seed: int = 0) -> TaskSplits:
+    """The training and evaluation sets of `task` from one source, with their class names.
+
+    Source: `dataset_name` (a Hub id, or a local folder laid out like a Hub repository, a parquet file or glob, an
+    image / COCO / ADE20K folder), else `train_dir` (and optionally `validation_dir`, read as a separate source),
+    else the task's embedded dataset. A Hub dataset that is a loading script (datasets 5 runs none, e.g.
+    `ILSVRC/imagenet-1k`, `scene_parse_150`) is read from its parquet export (`revision="refs/convert/parquet"`),
+    the config selected by its folder (`data_dir=dataset_config_name or "default"`).
+
+    Splits: `train_split` / `eval_split` name them (aliases: validation/val/valid, train/training, ...); by default
+    train/training/train2017 and validation/val/val2017/test. `train_val_split` carves a deterministic held-out
+    fraction of the training split instead (by image content, so sharding never changes it). Evaluation never reads
+    training data: a source with no evaluation split and no `train_val_split` is an error.
+
+    Class names: `label_names` (a JSON file of a list or {id: name}, or "imagenet-1k" / "coco" / "ade20k"; as many
+    as the data's classes), else the data's (ClassLabel, COCO categories, `id2label.json`, `objectInfo150.txt`), else
+    what the card of a known Hub id documents; none is an error naming the flag. Detection boxes: `bbox_format` ("xyxy" / "xywh"), else the
+    card's documented format, else COCO's xywh for a COCO folder; checked on the first rows (a box that cannot be
+    in that format is an error). `trust_remote_code` is accepted for the scripts' flag and unused: datasets 5 runs
+    no dataset code. `seed` seeds the held-out carve (the embedded datasets are always seed 0's).
+    """
+    del trust_remote_code
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if train_val_split is not None and not 0 < train_val_split < 1:
+        raise ValueError(f"train_val_split must be a fraction in (0, 1), got {train_val_split}")
+    if dataset_name is not None and train_dir is not None:
+        raise ValueError("pass either dataset_name or train_dir, not both")
+    if validation_dir is not None and train_dir is None and dataset_name is None:
+        raise ValueError("validation_dir needs train_dir (or dataset_name) for the training data")
+    if validation_dir is not None and train_val_split is not None:
+        raise ValueError("pass either validation_dir or train_val_split, not both")
+    if validation_dir is not None and Path(validation_dir).resolve() == Path(dataset_name or train_dir).resolve():
+        raise ValueError(f"validation_dir {validation_dir} is the training data: evaluation never reads it")
+    source = _open_source(task, dataset_name or train_dir or embedded_dataset(task, cache_dir), dataset_config_name,
+                          cache_dir)
+    train_name = source.split(train_split, _TRAIN_SPLITS, "train")
+    if validation_dir is not None:
+        eval_source = _open_source(task, validation_dir, dataset_config_name, cache_dir)
+        only = eval_source.splits[0] if len(eval_source.splits) == 1 else None
+        eval_name = eval_source.split(eval_split or only, _EVAL_SPLITS, "eval")
+    elif train_val_split is not None:
+        if eval_split is not None:
+            raise ValueError("pass either eval_split or train_val_split, not both")
+        eval_source, eval_name = source, train_name
+    else:
+        eval_source = source
+        if eval_split is None and not any(s in source.splits for s in _EVAL_SPLITS):
+            raise ValueError(f"{source.name} has no evaluation split (it has {source.splits}): pass --train_val_split "
+                             "(e.g. 0.1) to hold out part of the training split, --eval_split, or --validation_dir")
+        eval_name = source.split(eval_split, _EVAL_SPLITS, "eval")
+        if eval_name == train_name or source.same_data(train_name, eval_name):
+            raise ValueError(f"the evaluation split {eval_name!r} of {source.name} is its training data: pass "
+                             "--train_val_split to hold out part of it, or --validation_dir")
+
+    documented = _DOCUMENTED.get(source.hub_id or "", {})
+    fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
+    if task == "detection" and fmt is None:
+        raise ValueError(f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
+                         "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)")
+    train = source.dataset(task, train_name, streaming, columns, fmt)
+    evaluation = eval_source.dataset(task, eval_name, streaming, columns, fmt)
+    found = source.id2label or _id2label_of(task, train)  # the data's own names
+    if label_names and found and len(_named_labels(label_names)) != len(found):
+        raise ValueError(f"label_names has {len(_named_labels(label_names))} names, {source.name} has {len(found)} "
+                         "classes")
+    names = label_names or (None if found else documented.get("label_names"))
+    id2label = _named_labels(names) if names else found
+    if not id2label:
+        raise ValueError(f"{source.name} carries no class names: pass --label_names (a JSON file of names, or one "
+                         f"of {sorted(_BUILT_IN_LABELS)})")
+    train_size, eval_size = source.size(train_name), eval_source.size(eval_name)
+    if task == "classification":  # unlabelled rows (ImageNet's test split: label -1) are neither trained nor scored
+        for ds, where in ((train, f"{source.name}:{train_name}"), (evaluation, f"{eval_source.name}:{eval_name}")):
+            _require_labelled(ds, where)
+    if train_val_split is not None:
+        train, evaluation, train_size, eval_size = _carve(train, train_val_split, seed)
+    if task == "classification":
+        train, evaluation = (ds.filter(_labelled, input_columns="label") for ds in (train, evaluation))
+        if not isinstance(train, IterableDataset):
+            train_size, eval_size = len(train), len(evaluation)
+    if task == "detection":
+        _check_boxes(source, task, train_name, columns, fmt)
+    train, evaluation = (_with_id2label(ds, id2label) for ds in (train, evaluation))
+    return TaskSplits(train, evaluation, id2label, train_size, eval_size, train_name, eval_name)
+
 
 def load_task_dataset(task: str, dataset_name: str | None, split: str, *, data_dir: str | None = None,
                       streaming: bool | None = None, columns: dict | None = None, bbox_format: str | None = None,
                       cache_dir: str | None = None, seed: int = 0) -> Dataset | IterableDataset:
-    """`split` of a Hub dataset, a local source, or (both None) the task's embedded dataset, in the canonical schema.
-
-    `streaming=None` streams (Hub and local alike); `data_dir` is the local source when `dataset_name` is None, else
-    it is passed to `load_dataset` (a folder inside the Hub repository). `seed` only seeds the embedded dataset.
-    """
+    """One split of a source (see `load_splits`; `data_dir` is the source when `dataset_name` is None), canonical."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    streaming = True if streaming is None else streaming
-    if dataset_name is None:
-        source = data_dir if data_dir is not None else embedded_dataset(task, cache_dir, seed)
-        return _load_local(task, source, split, streaming, columns, bbox_format)
-    if os.path.exists(dataset_name) or glob.has_magic(dataset_name):
-        return _load_local(task, dataset_name, split, streaming, columns, bbox_format)
-    ds = datasets.load_dataset(dataset_name, split=split, streaming=streaming, data_dir=data_dir)
-    return adapt(ds, task, name=dataset_name, columns=columns, bbox_format=bbox_format)
+    source = _open_source(task, dataset_name or data_dir or embedded_dataset(task, cache_dir, seed), None, cache_dir,
+                          data_dir=data_dir if dataset_name else None)
+    fmt = bbox_format or _DOCUMENTED.get(source.hub_id or "", {}).get("bbox_format") or source.bbox_format
+    ds = source.dataset(task, source.split(split, (), split), True if streaming is None else streaming, columns, fmt)
+    return _with_id2label(ds, source.id2label or _id2label_of(task, ds))
 
 
-def _load_local(task, source, split, streaming, columns, bbox_format):
-    parquet = _parquet_files(source, split)
-    if parquet is not None:
-        ds = datasets.load_dataset("parquet", split=split, streaming=streaming, **parquet)
-        return adapt(ds, task, columns=columns, bbox_format=bbox_format)
-    root = Path(source)
-    if task == "classification":
-        # split folders as explicit data files: datasets' own pattern search walks the tree dozens of times
-        splits = {d.name: str(d / "**") for d in root.iterdir() if d.is_dir() and d.name in _SPLIT_NAMES}
-        source = {"data_files": splits} if splits else {"data_dir": str(root)}
-        split = _split_name(split, splits.__contains__) if splits else split
-        ds = datasets.load_dataset("imagefolder", split=split, streaming=streaming, **source)
-        return adapt(ds, task, columns=columns)
-    rows, id2label = _coco_rows(root, split) if task == "detection" else _ade_rows(root, split)
-    ds = Dataset.from_list(rows, features=DETECTION_FEATURES if task == "detection" else SEGMENTATION_FEATURES)
-    if streaming:  # annotations are small and already parsed; images are still read lazily from their files
-        ds = ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 64)))
-    return _with_id2label(ds, id2label)
+def _named_labels(names) -> dict[int, str]:
+    """id2label from a built-in set name or a JSON file holding a list of names or an {id: name} object."""
+    path = Path(__file__).with_name(_BUILT_IN_LABELS[names]) if names in _BUILT_IN_LABELS else Path(names)
+    if not path.is_file():
+        raise FileNotFoundError(f"label_names {names!r} is neither a JSON file nor one of {sorted(_BUILT_IN_LABELS)}")
+    loaded = json.loads(path.read_text())
+    return dict(enumerate(loaded)) if isinstance(loaded, list) else {int(k): v for k, v in loaded.items()}
 
 
-def _parquet_files(source, split: str) -> dict | None:
-    """`load_dataset("parquet", ...)` arguments when `source` is parquet: a file or glob (that is `split`), or a
-    folder holding some."""
+def _labelled(label) -> bool:
+    return label is not None and label >= 0
+
+
+def _require_labelled(dataset, where: str, rows: int = 8) -> None:
+    """An unlabelled split (ImageNet's test: every label -1) can be neither trained nor evaluated on; its first rows
+    tell (a stream is read no further than its first labelled row)."""
+    labels = dataset.select_columns(["label"])
+    first = itertools.islice(labels if isinstance(labels, IterableDataset) else
+                             labels.select(range(min(rows, len(labels)))), rows)
+    if not any(_labelled(row["label"]) for row in first):  # stops at the first labelled row
+        raise ValueError(f"{where} is unlabelled (label -1 marks ImageNet's test images) or empty: train and "
+                         "evaluate on labelled splits (e.g. --eval_split validation, or --train_val_split)")
+
+
+def _held_out(image, seed: int, fraction: float) -> bool:
+    """Whether a streamed row belongs to the held-out part: a hash of the image's bytes (else its path), so the same
+    rows are held out whatever the order, sharding or number of workers."""
+    key = (image.get("bytes") or str(image.get("path")).encode()) if isinstance(image, dict) else str(image).encode()
+    return zlib.crc32(key, seed) < fraction * 2**32
+
+
+def _carve(train, fraction: float, seed: int):
+    """(train, held-out, train size, held-out size): a deterministic split of `train`; a stream's sizes are unknown."""
+    if not isinstance(train, IterableDataset):
+        parts = train.train_test_split(test_size=fraction, seed=seed)
+        return parts["train"], parts["test"], len(parts["train"]), len(parts["test"])
+    held_out = functools.partial(_held_out, seed=seed, fraction=fraction)
+    kept = train.filter(lambda image: not held_out(image), input_columns="image")
+    return kept, train.filter(held_out, input_columns="image"), None, None
+
+
+class _Source:
+    """A dataset source: its split names, and for each split a canonical dataset and, where reported, a size."""
+
+    name: str
+    splits: list[str]
+    hub_id: str | None = None
+    bbox_format: str | None = None
+    id2label: dict[int, str] | None = None
+
+    def split(self, requested: str | None, defaults, role: str) -> str:
+        candidates = (requested, *_SPLIT_ALIASES.get(requested, ())) if requested else defaults
+        for name in candidates:
+            if name in self.splits:
+                return name
+        raise FileNotFoundError(f"no {role} split {requested or ''} in {self.name} (tried {list(candidates)}; it has "
+                                f"{self.splits}): pass --{role}_split")
+
+    def same_data(self, first: str, second: str) -> bool:
+        return False
+
+
+class _RowsSource(_Source):
+    """A COCO or ADE20K folder: annotations parsed per split into rows (images stay files, read lazily)."""
+
+    def __init__(self, task: str, root: Path, splits: list[str]):
+        self.task, self.root, self.name, self.splits = task, root, str(root), splits
+        self.bbox_format = "xywh" if task == "detection" else None  # COCO's annotation format
+        self._rows = {}
+        self.id2label = _ade_names(root) if task == "segmentation" else None
+
+    def rows(self, split):
+        if split not in self._rows:
+            rows, id2label = _coco_rows(self.root, split) if self.task == "detection" else _ade_rows(self.root, split)
+            self._rows[split] = rows
+            self.id2label = self.id2label or id2label
+        return self._rows[split]
+
+    def size(self, split):
+        return len(self.rows(split))
+
+    def dataset(self, task, split, streaming, columns, bbox_format):
+        if self.task == "detection" and bbox_format != "xywh":
+            raise ValueError(f"{self.name} is a COCO folder: its boxes are xywh, not {bbox_format}")
+        rows = self.rows(split)
+        ds = Dataset.from_list(rows, features=DETECTION_FEATURES if task == "detection" else SEGMENTATION_FEATURES)
+        if streaming:  # annotations are small and already parsed; images are still read lazily from their files
+            ds = ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 64)))
+        return ds
+
+
+class _BuilderSource(_Source):
+    """Anything datasets' builders read: a Hub id, a local folder laid out like a Hub repository (parquet,
+    webdataset, image files, README configs), parquet files, or an image folder's split folders."""
+
+    def __init__(self, builder, name: str, hub_id: str | None = None, id2label=None):
+        self.builder, self.name, self.hub_id, self.id2label = builder, name, hub_id, id2label
+        self.splits = list(builder.config.data_files or {}) or list(builder.info.splits or {})
+        if any("partial" in f for files in (builder.config.data_files or {}).values() for f in files):
+            logger.warning("%s: the parquet export holds only part of some splits (the Hub converts the first 5 GB "
+                           "of large splits): %s", name, _partial_splits(builder))
+
+    def raw(self, split, streaming):
+        if streaming:
+            return self.builder.as_streaming_dataset(split=split)
+        self.builder.download_and_prepare()
+        return self.builder.as_dataset(split=split)
+
+    def dataset(self, task, split, streaming, columns, bbox_format):
+        return adapt(self.raw(split, streaming), task, columns=columns, bbox_format=bbox_format)
+
+    def same_data(self, first, second):
+        files = self.builder.config.data_files or {}
+        return first in files and sorted(files[first]) == sorted(files.get(second, []))
+
+    def size(self, split):
+        """From the split metadata, else the parquet footers, else (image files) the file count; else None."""
+        info = (self.builder.info.splits or {}).get(split)
+        if info is not None and info.num_examples:
+            return info.num_examples
+        files = list((self.builder.config.data_files or {}).get(split, []))
+        if not files:
+            return None
+        if all(str(f).endswith(".parquet") for f in files):
+            try:
+                return sum(_parquet_rows(f) for f in files)
+            except Exception:  # noqa: BLE001 - a size is a convenience; the data itself is read later
+                return None
+        if all(Path(str(f)).suffix.lower() in _IMAGE_SUFFIXES for f in files):
+            return len(files)
+        return None
+
+
+def _parquet_rows(path) -> int:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(str(path), "rb") as file:
+        return pq.read_metadata(file).num_rows
+
+
+def _partial_splits(builder) -> list[str]:
+    return [str(s) for s, files in builder.config.data_files.items() if any("partial" in f for f in files)]
+
+
+def _open_source(task: str, source, config: str | None, cache_dir: str | None, data_dir: str | None = None):
     source = str(source)
-    if source.endswith(".parquet"):
-        return {"data_files": {split: sorted(glob.glob(source)) or [source]}}
-    if os.path.isdir(source) and next(Path(source).rglob("*.parquet"), None) is not None:
-        return {"data_dir": source}  # datasets' own split naming: train-*.parquet, data/validation-*.parquet, ...
-    return None
+    path = Path(source)
+    if path.is_dir():
+        if task == "detection" and (splits := _coco_splits(path)):
+            return _RowsSource(task, path, splits)
+        if task == "segmentation" and (splits := _ade_splits(path)):
+            return _RowsSource(task, path, splits)
+        splits = {d.name: d for d in path.iterdir() if d.is_dir() and d.name in _SPLIT_NAMES}
+        if task == "classification" and splits and not any(_holds_data_files(d) for d in splits.values()):
+            # split folders of class folders, as explicit data files: datasets' own pattern search walks the tree
+            # dozens of times
+            files = {name: str(d / "**") for name, d in splits.items()}
+            return _BuilderSource(datasets.load_dataset_builder("imagefolder", data_files=files, cache_dir=cache_dir),
+                                  source)
+        return _hub_like(source, config, cache_dir, data_dir, hub_id=None, root=path)
+    if path.is_file() or glob.has_magic(source):
+        files = sorted(glob.glob(source))
+        if not files:
+            raise FileNotFoundError(f"no files match {source}")
+        kind = "parquet" if all(f.endswith(".parquet") for f in files) else None
+        if kind is None:
+            raise ValueError(f"{source}: a file source must be parquet (or a folder / Hub id)")
+        builder = datasets.load_dataset_builder("parquet", data_files={"train": files}, cache_dir=cache_dir)
+        return _BuilderSource(builder, source)
+    return _hub_like(source, config, cache_dir, data_dir, hub_id=source.strip("/"), root=None)
 
 
-def _split_name(split: str, exists) -> str:
-    for name in (split, *_SPLIT_ALIASES.get(split, ())):
-        if exists(name):
-            return name
-    raise FileNotFoundError(f"no {split!r} split (tried {[split, *_SPLIT_ALIASES.get(split, ())]})")
+def _holds_data_files(folder: Path) -> bool:
+    return any(p.suffix in (".parquet", ".tar", ".arrow") for p in folder.iterdir())
+
+
+def _hub_like(name: str, config: str | None, cache_dir, data_dir, hub_id: str | None, root: Path | None):
+    """A Hub repository (or a local folder laid out like one): `name=config`, or for a parquet export (a script
+    dataset on the Hub, or a local copy of its `refs/convert/parquet` branch) the config's folder as `data_dir`."""
+    if root is not None:
+        exported = _export_configs(root)
+        if config is None and len(exported) > 1:
+            raise ValueError(f"{name} is a parquet export of several configs {exported}: pick one with "
+                             "--dataset_config_name")
+        if config in exported or (config is None and exported):
+            return _BuilderSource(datasets.load_dataset_builder(name, data_dir=config or exported[0],
+                                                                cache_dir=cache_dir), name, None, _repo_id2label(name, root))
+    try:
+        builder = datasets.load_dataset_builder(name, config, data_dir=data_dir, cache_dir=cache_dir)
+    except RuntimeError as error:
+        if "Dataset scripts are no longer supported" not in str(error):
+            raise
+        if root is not None:
+            raise ValueError(f"{name} holds a loading script, which datasets 5 does not run: download the dataset's "
+                             f"parquet export instead (--revision {_EXPORT_REVISION})") from error
+        logger.info("%s is a dataset script: reading its parquet export (%s)", name, _EXPORT_REVISION)
+        try:
+            builder = datasets.load_dataset_builder(name, data_dir=config or "default", revision=_EXPORT_REVISION,
+                                                    cache_dir=cache_dir)
+        except FileNotFoundError as missing:
+            raise ValueError(f"the parquet export of {name} has no config folder {config or 'default'!r}: pass its "
+                             "config with --dataset_config_name (e.g. scene_parsing for scene_parse_150)") from missing
+    return _BuilderSource(builder, name, hub_id, _repo_id2label(name, root))
+
+
+def _export_configs(root: Path) -> list[str]:
+    """The config folders of a local copy of a parquet export (`<config>/<split>/NNNN.parquet`), else []."""
+    if (root / "README.md").exists():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and next(d.glob("*/*.parquet"), None) is not None)
+
+
+def _repo_id2label(name: str, root: Path | None) -> dict[int, str] | None:
+    """A repository's `id2label.json` (segments/sidewalk-semantic), or None. Its ids are the label map's values,
+    0 being "unlabeled": as the model's ids they are read after reduce-labels (value v is id v - 1)."""
+    if root is not None:
+        path = root / "id2label.json"
+    else:
+        try:
+            path = Path(huggingface_hub.hf_hub_download(name, "id2label.json", repo_type="dataset"))
+        except Exception:  # noqa: BLE001 - most repositories have none; offline there is none to read
+            return None
+    if not path.is_file():
+        return None
+    raw = {int(k): v for k, v in json.loads(path.read_text()).items()}
+    return {k - 1: v for k, v in sorted(raw.items()) if k > 0}
+
+
+def _coco_splits(root: Path) -> list[str]:
+    found = [p.name.removeprefix("instances_").removesuffix(".json")
+             for p in sorted((root / "annotations").glob("instances_*.json"))]
+    found += [p.stem for p in sorted(root.glob("*.json")) if p.stem in _SPLIT_NAMES | {"train2017", "val2017"}]
+    return found
+
+
+def _ade_splits(root: Path) -> list[str]:
+    if not (root / "annotations").is_dir() or not (root / "images").is_dir():
+        return []
+    return sorted(d.name for d in (root / "images").iterdir() if d.is_dir())
+
+
+def _ade_names(root: Path) -> dict[int, str] | None:
+    """id2label of an ADE20K folder (ids after reduce-labels): `id2label.json`, else the names column of
+    ADEChallengeData2016's `objectInfo150.txt` (tab-separated Idx, Ratio, Train, Val, Name; Idx 1..150)."""
+    if (root / "id2label.json").exists():
+        return {int(k): v for k, v in json.loads((root / "id2label.json").read_text()).items()}
+    info = root / "objectInfo150.txt"
+    if not info.exists():
+        return None
+    rows = [line.split("\t") for line in info.read_text().splitlines()[1:] if line.strip()]
+    return {int(row[0]) - 1: row[-1].strip() for row in rows}
 
 
 def _coco_rows(root: Path, split: str):
     """Canonical detection rows and id2label of a COCO-format folder (see the module docstring for the layout)."""
-    candidates = lambda s: [root / "annotations" / f"instances_{s}.json", root / f"{s}.json"]
-    split = _split_name(split, lambda s: any(p.is_file() for p in candidates(s)))
-    coco = json.loads(next(p for p in candidates(split) if p.is_file()).read_text())
+    candidates = [root / "annotations" / f"instances_{split}.json", root / f"{split}.json"]
+    coco = json.loads(next(p for p in candidates if p.is_file()).read_text())
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     contiguous = {c["id"]: i for i, c in enumerate(categories)}
     per_image = defaultdict(list)
@@ -180,33 +519,83 @@ def _coco_rows(root: Path, split: str):
 
 def _ade_rows(root: Path, split: str):
     """Canonical segmentation rows and id2label of an ADE20K-format folder; a missing label map gives None."""
-    split = _split_name(split, lambda s: (root / "images" / s).is_dir())
     images = sorted(p for p in (root / "images" / split).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     annotations = root / "annotations" / split
     rows = [{"image": str(p), "annotation": str(a) if (a := annotations / f"{p.stem}.png").exists() else None}
             for p in images]
-    if (root / "id2label.json").exists():
-        id2label = {int(k): v for k, v in json.loads((root / "id2label.json").read_text()).items()}
+    return rows, _ade_names(root)
+
+
+def _check_boxes(source, task, split, columns, fmt, rows: int = 16) -> None:
+    """The first `rows` examples' boxes must be possible in `fmt` inside their image, else the format is wrong."""
+    cols = _columns("detection", None, columns)
+    if isinstance(source, _RowsSource):
+        examples = source.rows(split)[:rows]
     else:
-        id2label = ade20k_labels() if (root / "objectInfo150.txt").exists() else None
-    return rows, id2label
+        raw = source.raw(split, streaming=True)
+        examples = list(itertools.islice(raw.cast_column(cols["image"], Image(decode=False)), rows))
+    convert = _DetectionRow(cols, fmt == "xyxy")
+    for index, example in enumerate(examples):
+        row = convert(example, index)
+        width, height = example.get("width"), example.get("height")
+        if not width or not height:
+            try:
+                width, height = _image_size(row["image"])
+            except Exception:  # noqa: BLE001, S112 - an unreadable image is skipped later, not a format error
+                continue
+        for (x, y, w, h), raw_box in zip((row["objects"] or {}).get("bbox") or [], _raw_boxes(example, cols)):
+            if w < 0 or h < 0:
+                raise ValueError(f"box {raw_box} of {source.name}:{split} cannot be {fmt} (x_max < x_min or y_max "
+                                 f"< y_min): declare the right --bbox_format (xyxy or xywh)")
+            slack = 1 + 0.01 * max(width, height)
+            if x < -slack or y < -slack or x + w > width + slack or y + h > height + slack:
+                raise ValueError(f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
+                                 "image: declare the right --bbox_format (xyxy or xywh)")
+
+
+def _raw_boxes(example, cols):
+    objects = example.get(cols["objects"])
+    if isinstance(objects, list):
+        return [o.get(cols["bbox"]) if isinstance(o, dict) else None for o in objects]
+    return (objects or {}).get(cols["bbox"]) or []
+
+
+def _image_size(value) -> tuple[int, int]:
+    """(width, height) without decoding the pixels (PIL reads them from the header)."""
+    if isinstance(value, dict):
+        value = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    with PIL.Image.open(value) as image:
+        return image.size
 
 
 # ------------------------------------------------------------------------------------------------ schema adapter
 
+# candidate source columns per canonical column, first present wins (webdataset: jpg / cls; sidewalk: pixel_values)
+_COLUMN_CANDIDATES = {
+    "classification": {"image": ("image", "img", "jpg", "jpeg", "png", "webp"), "label": ("label", "labels", "cls")},
+    "segmentation": {"image": ("image", "pixel_values"), "annotation": ("annotation", "label", "semantic_map")},
+}
 
-def adapt(dataset, task: str, *, name: str | None = None, columns: dict | None = None, bbox_format: str | None = None,
-          id2label: dict | None = None):
-    """A dataset in a Hub schema -> the task's canonical columns (images undecoded), label names attached.
 
-    `name` (a Hub id) picks the known defaults: `detection-datasets/coco` boxes are xyxy, `scene_parse_150` has
-    ADE20K's labels. Separate from `load_dataset` so any `Dataset` / `IterableDataset` can be fed through it.
-    """
+def _columns(task: str, column_names, columns: dict | None) -> dict:
+    """canonical -> source column: `columns` first, else the first candidate the dataset has, else the default."""
     unknown = set(columns or {}) - set(DEFAULT_COLUMNS[task])
     if unknown:
         raise ValueError(f"unknown column keys {sorted(unknown)} for {task}; known: {sorted(DEFAULT_COLUMNS[task])}")
-    cols = {**DEFAULT_COLUMNS[task], **(columns or {})}
-    hub = (name or "").strip("/").lower()
+    cols = dict(DEFAULT_COLUMNS[task])
+    for key, candidates in _COLUMN_CANDIDATES.get(task, {}).items():
+        cols[key] = next((c for c in candidates if column_names and c in column_names), cols[key])
+    return {**cols, **(columns or {})}
+
+
+def adapt(dataset, task: str, *, columns: dict | None = None, bbox_format: str | None = None,
+          id2label: dict | None = None):
+    """A dataset in a Hub schema -> the task's canonical columns (images undecoded), label names attached.
+
+    Detection needs `bbox_format` ("xyxy" or "xywh"): boxes are never guessed. Separate from the loading so any
+    `Dataset` / `IterableDataset` can be fed through it.
+    """
+    cols = _columns(task, dataset.column_names, columns)
     features = dataset.features
     if task == "detection":
         needed = [cols["image"], cols["objects"]]
@@ -215,8 +604,6 @@ def adapt(dataset, task: str, *, name: str | None = None, columns: dict | None =
         needed = [cols["image"], cols["label" if task == "classification" else "annotation"]]
         if task == "classification":
             id2label = id2label or _class_names(features and features.get(cols["label"]))
-        elif hub.split("/")[-1] == "scene_parse_150":
-            id2label = id2label or ade20k_labels()
     missing = [c for c in needed if dataset.column_names is not None and c not in dataset.column_names]
     if missing:
         raise ValueError(f"{task} needs columns {missing}, the dataset has {dataset.column_names}: "
@@ -227,11 +614,10 @@ def adapt(dataset, task: str, *, name: str | None = None, columns: dict | None =
         for key in images:
             dataset = dataset.cast_column(cols[key], Image(decode=False))
     if task == "detection":
-        if bbox_format not in (None, "xyxy", "xywh"):
-            raise ValueError(f"bbox_format must be 'xyxy' or 'xywh', got {bbox_format!r}")
-        xyxy = (bbox_format or ("xyxy" if hub == "detection-datasets/coco" else "xywh")) == "xyxy"
-        dataset = dataset.map(_DetectionRow(cols, xyxy), with_indices=True, features=DETECTION_FEATURES,
-                              remove_columns=dataset.column_names)
+        if bbox_format not in ("xyxy", "xywh"):
+            raise ValueError(f"bbox_format must be 'xyxy' or 'xywh' (declared, never guessed), got {bbox_format!r}")
+        dataset = dataset.map(_DetectionRow(cols, bbox_format == "xyxy"), with_indices=True,
+                              features=DETECTION_FEATURES, remove_columns=dataset.column_names)
     else:
         dataset = dataset.select_columns([cols[k] for k in DEFAULT_COLUMNS[task]])
         dataset = dataset.rename_columns({cols[k]: k for k in DEFAULT_COLUMNS[task] if cols[k] != k})
@@ -308,7 +694,11 @@ def _with_id2label(dataset, id2label):
 
 
 def label_names(task: str, dataset) -> dict[int, str] | None:
-    """id2label of a dataset from `load_task_dataset` / `adapt` (or, failing that, of its ClassLabel feature)."""
+    """id2label of a dataset from `load_splits` / `adapt` (or, failing that, of its ClassLabel feature)."""
+    return _id2label_of(task, dataset)
+
+
+def _id2label_of(task: str, dataset) -> dict[int, str] | None:
     try:
         return {int(k): v for k, v in json.loads(dataset.info.description)["id2label"].items()}
     except (AttributeError, TypeError, ValueError, KeyError):
@@ -366,35 +756,6 @@ def set_epoch(dataset, epoch: int) -> None:
     `shuffle_stream(ds, seed + epoch)` (or let a sampler do it)."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-
-
-# TEMPORARY (i10a): stands in for I10b's `load_splits` until branch i10b is merged; replace it then.
-class TaskSplits:
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-
-def _reported_size(dataset) -> int | None:
-    try:
-        return len(dataset)
-    except TypeError:
-        splits = getattr(dataset.info, "splits", None) or {}
-        split = splits.get(str(dataset.split)) if dataset.split else None
-        return split.num_examples if split and split.num_examples else None
-
-
-def load_splits(task, *, dataset_name=None, dataset_config_name=None, train_dir=None, validation_dir=None,
-                train_split=None, eval_split=None, train_val_split=None, streaming=True, columns=None,
-                bbox_format=None, label_names=None, cache_dir=None, trust_remote_code=False, seed=0) -> TaskSplits:
-    """TEMPORARY shim of I10b's loader (same signature): today's `load_task_dataset` twice."""
-    load = dict(streaming=streaming, columns=columns, cache_dir=cache_dir, seed=seed)
-    if task == "detection":
-        load["bbox_format"] = bbox_format
-    train_split, eval_split = train_split or "train", eval_split or "validation"
-    train = load_task_dataset(task, dataset_name, train_split, data_dir=train_dir, **load)
-    evaluation = load_task_dataset(task, dataset_name, eval_split, data_dir=validation_dir or train_dir, **load)
-    return TaskSplits(train=train, eval=evaluation, id2label=label_names or globals()["label_names"](task, train), train_size=_reported_size(train),
-                      eval_size=_reported_size(evaluation), train_split=train_split, eval_split=eval_split)
 
 
 # -------------------------------------------------------------------------------------- decoding, skipping

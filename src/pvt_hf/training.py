@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = F
     group.add_argument("--train_split", default=None, help="the training split (default: the dataset's, e.g. train)")
     group.add_argument("--eval_split", default=None, help="the evaluation split (default: validation / val / test, as the dataset has it)")
     group.add_argument("--train_val_split", type=float, default=None, help="hold out this fraction of the training split for evaluation when the dataset has no evaluation split")
+    group.add_argument("--label_names", default=None, help="class names when the data has none: a JSON file (a list, or {id: name}) or imagenet-1k / coco / ade20k")
     group.add_argument("--image_column_name", default=None, help="the dataset's image column (default: image)")
     group.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True, help="stream the dataset (default) rather than download it first")
     group.add_argument("--shuffle_buffer_size", type=int, default=1000, help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, which makes resumption exact for streams too")
@@ -117,7 +119,8 @@ def load_splits(args, task: str, columns: dict, **extra):
         task, dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_dir=args.train_dir,
         validation_dir=args.validation_dir, train_split=args.train_split, eval_split=args.eval_split,
         train_val_split=args.train_val_split, streaming=args.streaming, columns=columns or None,
-        cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code, seed=args.seed, **extra,
+        label_names=args.label_names, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code, seed=args.seed,
+        **extra,
     )  # fmt: skip
 
 
@@ -154,6 +157,8 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
 
     from . import data
 
+    # torchdata 0.11 calls a torch API that torch 2.13 deprecates, once per loader (i.e. per epoch): not the user's concern
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     limit = args.max_train_samples // num_processes if args.max_train_samples else None
     stream = data.epoch_stream(train_set, args.seed + epoch, args.shuffle_buffer_size, limit,
                                num_shards=max(1, args.dataloader_num_workers) * 8)
@@ -206,18 +211,20 @@ class Progress:
     """The loop's bookkeeping, so the scripts' loops show only what they do: where the run is (step, epoch, corrupt
     samples skipped), when an epoch or the run ends, logging, and the checkpoints (`--checkpointing_steps`).
 
-        progress = Progress(accelerator, args, plan, resume(accelerator, args))
-        for epoch in progress.epochs():
-            loader = train_loader(...)
-            for batch in progress.batches(loader):
+        progress = Progress(accelerator, args, plan, "project")   # trackers; restores --resume_from_checkpoint
+        for epoch in progress.epochs(model):
+            for batch in progress.batches(train_loader(...)):
                 ...  # forward, backward, optimizer step
                 progress.after_batch(loss, scheduler)
     """
 
-    def __init__(self, accelerator: Accelerator, args, plan, resumed: dict | None):
+    def __init__(self, accelerator: Accelerator, args, plan, project: str):
         from tqdm.auto import tqdm
 
-        self.accelerator, self.args, self.plan, self.resumed = accelerator, args, plan, resumed
+        if args.with_tracking:
+            accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items() if k != "hub_token"})
+        self.accelerator, self.args, self.plan = accelerator, args, plan
+        self.resumed = resumed = resume(accelerator, args)
         resumed = resumed or {}
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
@@ -228,8 +235,10 @@ class Progress:
     def done(self) -> bool:
         return self.step >= self.plan.total_steps
 
-    def epochs(self):
+    def epochs(self, model):
+        """The epochs to run (from the resumed one), with `model` in training mode."""
         while not self.done:
+            model.train()
             yield self.epoch
             self.epoch, self.epoch_step = self.epoch + 1, 0
             if checkpoint_due(self.args, self.step, end_of_epoch=True):
@@ -366,6 +375,12 @@ def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: in
     specific = {"power": 0.9, "lr_end": 0.0} if name == "polynomial" else None
     return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=total_steps,
                          scheduler_specific_kwargs=specific)
+
+
+def optimizer_and_scheduler(model, args, plan):
+    """AdamW over the decayed / non-decayed parameter groups and `--lr_scheduler_type` over `plan`'s steps."""
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
+    return optimizer, build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
 
 
 def mixing_generator(seed: int, step: int, rank: int) -> torch.Generator:

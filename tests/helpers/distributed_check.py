@@ -40,7 +40,7 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
     if accelerator.is_main_process:  # the same model and data, evaluated by one process alone
         metric = ClassificationMetric()
         processor_ = script.classification_eval_processor(args.image_size)
-        full = data.SkipCorrupt(data.load_task_dataset("classification", None, args.eval_split), "classification")
+        full = data.SkipCorrupt(data.load_task_dataset("classification", None, "validation"), "classification")
         images, labels = zip(*[(e["image"], e["label"]) for e in full])
         with torch.no_grad():
             logits = unwrapped.eval()(pixel_values=processor_(list(images), return_tensors="pt").pixel_values).logits
