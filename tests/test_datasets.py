@@ -132,7 +132,9 @@ def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatc
     assert splits.id2label == imagenet.id2label
 
     with pytest.raises(ValueError, match="no config folder 'default'.*--dataset_config_name"):
-        data.load_splits("segmentation", dataset_name="scene_parse_150")  # its export has no default config
+        data.load_splits("classification", dataset_name="frgfm/imagenette")  # its export has no default config
+    data.load_splits("segmentation", dataset_name="scene_parse_150")  # the card's semantic config by default
+    assert calls[-1] == ("scene_parse_150", None, "scene_parsing", "refs/convert/parquet")
     calls.clear()  # a config of a script dataset is the export's folder, not `name=` (one `default` config there)
     splits = data.load_splits("segmentation", dataset_name="scene_parse_150", dataset_config_name="scene_parsing")
     assert calls[-1] == ("scene_parse_150", None, "scene_parsing", "refs/convert/parquet")

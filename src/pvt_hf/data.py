@@ -110,8 +110,8 @@ _DOCUMENTED = {
     "cppe-5": {"bbox_format": "xywh"},
     "rishitdagli/cppe-5": {"bbox_format": "xywh"},
     "timm/imagenet-1k-wds": {"label_names": "imagenet-1k"},
-    "scene_parse_150": {"label_names": "ade20k"},
-    "zhoubolei/scene_parse_150": {"label_names": "ade20k"},
+    "scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},  # its semantic config
+    "zhoubolei/scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},
 }
 _BUILT_IN_LABELS = {"imagenet-1k": "imagenet_1k_labels.json", "coco": "coco_80_labels.json",
                     "ade20k": "ade20k_150_labels.json"}
@@ -145,7 +145,8 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     image / COCO / ADE20K folder), else `train_dir` (and optionally `validation_dir`, read as a separate source),
     else the task's embedded dataset. A Hub dataset that is a loading script (datasets 5 runs none, e.g.
     `ILSVRC/imagenet-1k`, `scene_parse_150`) is read from its parquet export (`revision="refs/convert/parquet"`),
-    the config selected by its folder (`data_dir=dataset_config_name or "default"`).
+    the config selected by its folder (`data_dir=dataset_config_name`, else the card's semantic one for
+    scene_parse_150, else "default").
 
     Splits: `train_split` / `eval_split` name them (aliases: validation/val/valid, train/training, ...); by default
     train/training/train2017 and validation/val/val2017/test. `train_val_split` carves a deterministic held-out
@@ -436,11 +437,12 @@ def _hub_like(name: str, config: str | None, cache_dir, data_dir, hub_id: str | 
                              f"parquet export instead (--revision {_EXPORT_REVISION})") from error
         logger.info("%s is a dataset script: reading its parquet export (%s)", name, _EXPORT_REVISION)
         try:
-            builder = datasets.load_dataset_builder(name, data_dir=config or "default", revision=_EXPORT_REVISION,
+            config = config or _DOCUMENTED.get(hub_id or "", {}).get("export_config", "default")
+            builder = datasets.load_dataset_builder(name, data_dir=config, revision=_EXPORT_REVISION,
                                                     cache_dir=cache_dir)
         except FileNotFoundError as missing:
-            raise ValueError(f"the parquet export of {name} has no config folder {config or 'default'!r}: pass its "
-                             "config with --dataset_config_name (e.g. scene_parsing for scene_parse_150)") from missing
+            raise ValueError(f"the parquet export of {name} has no config folder {config!r}: pass its config with "
+                             "--dataset_config_name (e.g. 320px for frgfm/imagenette)") from missing
     return _BuilderSource(builder, name, hub_id, _repo_id2label(name, root))
 
 
