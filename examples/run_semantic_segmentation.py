@@ -164,7 +164,8 @@ def main(argv=None):
     batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
         for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
-            with accelerator.accumulate(model):
+            one_image = training.batch_norm_on_running_stats_for_one_sample(model, len(batch["pixel_values"]))
+            with accelerator.accumulate(model), one_image:
                 loss = loss_of(model, batch, accelerator.device)
                 training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
             progress.after_batch(loss, scheduler)

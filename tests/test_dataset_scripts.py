@@ -1,4 +1,4 @@
-"""Acceptance of issue 10's datasets: each command of docs/datasets.md, exactly as written, trains 2 steps and
+"""Acceptance of issue 10's datasets: each command of README.md's Datasets table, exactly as written, trains 2 steps and
 evaluates through its script on a local copy with the dataset's published layout (tests/dataset_fixtures.py).
 
 Hub ids are answered offline by the local copies (datasets' `load_dataset_builder` and `hf_hub_download` are
@@ -22,7 +22,7 @@ from pvt_hf import data, training
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-FIXTURES = {  # the rows of docs/datasets.md -> the local copy of that dataset
+FIXTURES = {  # the rows of README.md's Datasets table -> the local copy of that dataset
     "ImageNet-1k, `ILSVRC/imagenet-1k`": fx.imagenet_parquet_export,
     "ImageNet-1k, `timm/imagenet-1k-wds`": fx.imagenet_webdataset,
     "ImageNet-1k, a parquet mirror": fx.imagenet_parquet_mirror,
@@ -45,9 +45,9 @@ COMMON = ["--max_train_steps", "2", "--per_device_train_batch_size", "2", "--per
 
 
 def documented_commands():
-    table = (ROOT / "docs" / "datasets.md").read_text()
+    table = (ROOT / "README.md").read_text().split("### Datasets", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (.+?) \| `(run_\w+\.py) (.+?)` \|", table, re.MULTILINE)
-    assert {name for name, _, _ in rows} == set(FIXTURES), "docs/datasets.md and the fixtures list other datasets"
+    assert {name for name, _, _ in rows} == set(FIXTURES), "README.md's Datasets table and the fixtures list other datasets"
     return rows
 
 

@@ -31,7 +31,7 @@ from pvt_hf import (
 from pvt_hf.conversion import ConversionError, convert_state_dict, pvt_hf_to_official
 
 
-# v1 paper Table 5 and v2 paper Table 4: Semantic FPN on ADE20K (150 classes), params (M) and GFLOPs at 512x512.
+# v1 paper Table 5 and v2 paper Table 5: Semantic FPN on ADE20K (150 classes), params (M) and GFLOPs at 512x512.
 SEMANTIC_FPN_PAPER = {
     "pvt-tiny": (17.0, None), "pvt-small": (28.2, None), "pvt-medium": (48.0, None), "pvt-large": (65.1, None),
     "pvt-v2-b0": (7.6, 25.0), "pvt-v2-b1": (17.8, 34.2), "pvt-v2-b2": (29.1, 45.8), "pvt-v2-b2-li": (26.3, 41.0),

@@ -360,3 +360,21 @@ def test_heads_missing_from_a_checkpoint_or_resized_are_initialised_as_their_ref
     for name, param in resized.named_parameters():
         if name not in changed:
             torch.testing.assert_close(param.detach(), original[name].detach(), msg=name)
+
+
+def test_a_one_image_batch_trains_a_batch_norm_head():
+    """UperNet's pooling pyramid makes 1x1 maps: BatchNorm has no batch statistics for one image (PyTorch raises), so
+    a partial last batch of one image would end a run. The scripts' loop normalises such a batch with the running
+    statistics and gives the layers back in training mode."""
+    from pvt_hf.training import batch_norm_on_running_stats_for_one_sample
+
+    config = PvtSegmentationConfig.from_preset("pvt-v2-b0-upernet-ade20k", num_labels=4)
+    model = PvtForSemanticSegmentation(config).train()
+    pixels, labels = torch.randn(1, 3, 64, 64), torch.randint(0, 4, (1, 64, 64))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model(pixel_values=pixels, labels=labels)
+    with batch_norm_on_running_stats_for_one_sample(model, batch_size=1):
+        model(pixel_values=pixels, labels=labels).loss.backward()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.training for m in norms)
+    assert all(p.grad is not None for p in model.decode_head.parameters() if p.requires_grad)

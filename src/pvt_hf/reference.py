@@ -197,9 +197,10 @@ def timm_outputs(config: PvtConfig, official: dict, task: str) -> TensorOutputs:
 def independent_reference(
     config: PvtConfig, official: dict[str, torch.Tensor], source: str, task: str
 ) -> tuple[nn.Module, str]:
-    """An independent implementation holding `official` weights, and its name: timm for timm checkpoints where timm
-    imports, otherwise transformers' own PVT."""
-    if source == "timm":
+    """An independent implementation holding `official` weights, and its name: timm for timm classification
+    checkpoints where timm imports, otherwise transformers' own PVT (whose backbone returns `feature_maps`, which the
+    verification compares stage by stage; timm's model returns only its last map)."""
+    if source == "timm" and task == "classification":
         try:
             return timm_reference(config, official), "timm"
         except Exception:  # timm absent (it needs torchvision) or not this variant: fall back to transformers

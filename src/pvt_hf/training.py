@@ -3,6 +3,7 @@ arguments, the data loaders (worker processes, exact resumption), the papers' op
 checkpoints and their validated resumption, the Hub pre-flight check, and the Hub-ready output folder."""
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -298,6 +299,25 @@ def backward_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     optimizer.zero_grad()
+
+
+@contextlib.contextmanager
+def batch_norm_on_running_stats_for_one_sample(model, batch_size: int):
+    """A batch of one image (a partial last batch, or --per_device_train_batch_size 1) has one value per channel in
+    1x1 maps (UperNet's pooling pyramid, Semantic FPN's stride-32 level of small crops), where BatchNorm's batch
+    statistics do not exist and PyTorch raises. For such a batch the BatchNorm layers normalise with their running
+    statistics (and do not update them); every process still takes its step, so distributed runs stay in lockstep."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if batch_size > 1 or not norms:
+        yield
+        return
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train()
 
 
 # ------------------------------------------------------------------------------------------------------- model
