@@ -1,6 +1,7 @@
 """Bad input, as a new user meets it (issue 11): a clear error naming what is wrong, or documented graceful handling;
 never a silent wrong result, a changed config or a lost file. Also the heads' initialisation on every loading path."""
 
+import inspect
 import json
 import logging
 import sys
@@ -153,6 +154,15 @@ def test_segmentation_options_reach_the_backbone(tmp_path):
     assert model.backbone.config._attn_implementation == "eager"
     model.config.output_attentions = True
     assert len(model(torch.randn(1, 3, 64, 64)).attentions) == 5
+
+
+
+@pytest.mark.parametrize("model_class", [PvtForObjectDetection, PvtDeformableDetrForObjectDetection])
+def test_detectors_advertise_the_options_they_take(model_class):
+    """transformers reads a model's options (output_attentions, ...) from the type of its `**kwargs`: the PVT wrapper
+    must keep DETR's, or tooling (and transformers' common tests) think it cannot return attentions."""
+    kwargs = inspect.signature(model_class.forward).parameters["kwargs"]
+    assert "output_attentions" in kwargs.annotation.__args__[0].__annotations__
 
 
 # ------------------------------------------------------------------ converter

@@ -15,6 +15,8 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.deformable_detr.modeling_deformable_detr import DeformableDetrForObjectDetection
 from transformers.models.detr.modeling_detr import DetrForObjectDetection
 from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from .configuration_pvt_heads import PvtDeformableDetrConfig, PvtDetrConfig, PvtSegmentationConfig
 from .modeling_pvt import PvtBackbone, PvtLoadingMixin
@@ -197,7 +199,8 @@ class PvtDetectionMixin(PvtLoadingMixin):
         register_backbone(config)
         super().__init__(config)
 
-    def forward(self, pixel_values, pixel_mask=None, labels=None, **kwargs):
+    def forward(self, pixel_values, pixel_mask=None, labels=None, **kwargs: Unpack[TransformersKwargs]):
+        # (typed as DETR's: transformers reads the options a model takes, output_attentions..., from this annotation)
         check_detection_labels(labels, self.config.num_labels)
         return super().forward(pixel_values, pixel_mask=pixel_mask, labels=labels, **kwargs)
 
