@@ -166,10 +166,11 @@ class ActivationThenLinear(torch.autograd.Function):
 class PvtMlp(nn.Module):
     """fc1 -> [ReLU (linear SRA)] -> [3x3 depth-wise conv (CFFN)] -> GELU -> fc2."""
 
-    # Inference runs the MLP in chunks of at most this many bytes of hidden activations: its widest buffer
-    # (`mlp_ratio` x the block's width, 124 MB per 800x1216 image in stage 1) then stays in the last-level cache and
-    # below glibc's mmap threshold (32 MB at most), above which every fresh buffer is a new mapping, paid for in
-    # page faults on every forward. Smaller chunks mean more (parallel) ops per forward, which costs on a busy CPU.
+    # Inference runs the MLP in chunks of at most this many bytes of hidden activations (whole samples, or runs of
+    # tokens without the conv): its widest buffer (`mlp_ratio` x the block's width, 51 MB for 8 images at 224 in
+    # stage 1) then stays below glibc's mmap threshold (32 MB at most), above which every fresh buffer is a new
+    # mapping paid for in page faults on every forward, and closer to the cache. A sample larger than this under the
+    # conv runs whole: bands of rows with the conv's halo cost more than the faults they save (measured at 800x1216).
     chunk_bytes = 2**23
 
     def __init__(self, config: PvtConfig, stage: int):
@@ -191,7 +192,8 @@ class PvtMlp(nn.Module):
         # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
         # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
         traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        if not (torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)):
+        plain = torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)
+        if not plain and self.fits_in_chunks(tokens, height, width):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
@@ -207,19 +209,20 @@ class PvtMlp(nn.Module):
     def activate(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten.gelu_(hidden) if self.inplace_gelu and not torch.is_grad_enabled() else self.act(hidden)
 
+    def fits_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> bool:
+        """Runs of tokens (no conv) always do; with the conv, one sample's hidden activations must fit."""
+        return self.dwconv is None or height * width * self.fc1.out_features * tokens.element_size() <= self.chunk_bytes
+
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
-        (no conv), whole samples where one fits, else bands of rows of a sample's grid (the conv's halo rows are
-        computed once and carried over to the next band)."""
+        (no conv), else whole samples."""
         out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features)
         token_bytes = self.fc1.out_features * tokens.element_size()
         if self.dwconv is None:
             flat_in, flat_out = tokens.reshape(1, -1, tokens.shape[-1]), out.view(1, -1, out.shape[-1])
             self.run_chunks(flat_in, flat_out, 1, max(self.chunk_bytes // token_bytes, 1), height, width)
-        elif height * width * token_bytes <= self.chunk_bytes:
-            self.run_chunks(tokens, out, 0, self.chunk_bytes // (height * width * token_bytes), height, width)
         else:
-            self.run_bands(tokens, out, max(self.chunk_bytes // (width * token_bytes), 1), height, width)
+            self.run_chunks(tokens, out, 0, self.chunk_bytes // (height * width * token_bytes), height, width)
         return out
 
     def run_chunks(self, tokens, out, dim: int, size: int, height: int, width: int) -> None:
@@ -231,30 +234,6 @@ class PvtMlp(nn.Module):
             if self.dwconv is not None:
                 hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
             self.linear_into(self.fc2, self.activate(hidden), out.narrow(dim, start, chunk.shape[dim]))
-
-    def run_bands(self, tokens, out, band: int, height: int, width: int) -> None:
-        # `rows[i]` holds fc1's output for grid row top - 1 + i, zeros outside the image: the conv then needs no
-        # vertical padding, and a band's last two rows are the next band's first two.
-        rows = tokens.new_empty(band + 2, width, self.fc1.out_features)
-        for grid, grid_out in zip(tokens.unflatten(1, (height, width)), out.unflatten(1, (height, width))):
-            rows[0].zero_()
-            ready = 1  # leading rows of `rows` already filled
-            for top in range(0, height, band):
-                bottom = min(top + band, height)  # the band's output rows: top .. bottom - 1
-                needed, first, last = bottom - top + 2, top + ready - 1, min(bottom + 1, height)
-                new_rows = rows[ready : ready + last - first]
-                if last > first:
-                    self.linear_into(self.fc1, grid[first:last], new_rows)
-                    if self.relu is not None:
-                        self.relu(new_rows)
-                if last - first < needed - ready:  # the band reaches the bottom of the image: zeros below it
-                    rows[ready + last - first : needed].zero_()
-                band_map = rows[:needed].permute(2, 0, 1)[None]  # (1, C, needed, width), channels-last
-                dwconv = self.dwconv
-                hidden = F.conv2d(band_map, dwconv.weight, dwconv.bias, padding=(0, 1), groups=dwconv.groups)
-                self.linear_into(self.fc2, self.activate(map_to_tokens(hidden)), grid_out[top:bottom])
-                rows[:2] = rows[needed - 2 : needed].clone() if needed < 4 else rows[needed - 2 : needed]
-                ready = 2
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:

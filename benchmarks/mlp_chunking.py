@@ -1,0 +1,59 @@
+"""pvt_hf's inference with its chunked MLP (the default), with chunking off, and transformers' model, interleaved in
+one process so that all three meet the same machine state: median wall seconds, CPU seconds and minor page faults per
+forward, per round. Random weights (speed does not depend on them; `python -m benchmarks` checks outputs agree).
+
+    python -m benchmarks.mlp_chunking --preset pvt-v2-b2 --shape 8x224x224
+"""
+
+import argparse
+import resource
+import time
+
+import torch
+
+from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, reference
+from pvt_hf.modeling_pvt import PvtMlp
+
+
+def per_forward(model, pixels, repeats: int) -> tuple[float, float, int]:
+    """Median (wall s, CPU s, minor faults) of `repeats` forwards after one warm-up."""
+    rows = []
+    with torch.no_grad():
+        model(pixels)
+        for _ in range(repeats):
+            faults, cpu, wall = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+            model(pixels)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+            rows.append((time.perf_counter() - wall, time.process_time() - cpu, faults))
+    return sorted(rows)[len(rows) // 2]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="pvt-v2-b2", help="backbone preset")
+    parser.add_argument("--shape", default="8x224x224", help="BxHxW; 224x224 runs the classifier, others the backbone")
+    parser.add_argument("--repeats", type=int, default=3, help="forwards per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three variants")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    batch, height, width = map(int, args.shape.split("x"))
+    classify = (height, width) == (224, 224)
+    stages = {} if classify else {"out_features": ["stage1", "stage2", "stage3", "stage4"]}
+    config = PvtConfig.from_preset(args.preset, **stages)
+    ours = (PvtForImageClassification if classify else PvtBackbone)(config).eval()
+    theirs = reference.transformers_reference(config, "classification" if classify else "backbone").eval()
+    if config.absolute_pos_embed and not classify:  # transformers' v1 needs its tables at the input's grid
+        reference.give_transformers_v1_tables(theirs, config, height, width)
+    pixels = torch.randn(batch, 3, height, width)
+    budget = PvtMlp.chunk_bytes
+    for round_ in range(args.rounds):
+        for name, model, chunk_bytes in [("chunked", ours, budget), ("unchunked", ours, 2**62), ("transformers", theirs, budget)]:
+            PvtMlp.chunk_bytes = chunk_bytes  # 2**62: every MLP is one chunk, i.e. the plain computation
+            wall, cpu, faults = per_forward(model, pixels, args.repeats)
+            print(f"{args.preset} {args.shape} round {round_ + 1} {name:12s} wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults}")
+    PvtMlp.chunk_bytes = budget
+
+
+if __name__ == "__main__":
+    main()
