@@ -19,6 +19,8 @@ from test_datasets import _fake_downloads, _fake_hub
 
 from pvt_hf import data, training
 
+pytestmark = pytest.mark.slow  # each documented dataset command runs its training script
+
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 

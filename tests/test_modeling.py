@@ -211,7 +211,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
     model(pixels, labels=labels).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(block.gradient_checkpointing for s in model.pvt.encoder.stages for block in s.blocks)
     model(pixels, labels=labels).loss.backward()
     for name, param in model.named_parameters():

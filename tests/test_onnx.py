@@ -7,6 +7,8 @@ from conftest import FAMILIES, tiny_config
 from pvt_hf import PvtBackbone, PvtForImageClassification
 from pvt_hf.onnx_export import AdaptiveAvgPool2dAsMatmul, export_onnx, exportable
 
+pytestmark = pytest.mark.slow  # ONNX exports take 5-10 s each
+
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

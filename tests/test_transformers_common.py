@@ -33,6 +33,8 @@ from pvt_hf import (
     PvtSegmentationImageProcessor,
 )
 
+pytestmark = pytest.mark.slow  # transformers' ~1,000 common tests (about 6 minutes on 2 cores)
+
 
 try:
     _package = transformers_common.load()
