@@ -8,6 +8,7 @@ The docstrings cite the dataset card / file listing each follows.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -141,16 +142,21 @@ def detection_datasets_coco(root: Path) -> Fixture:
                              "bbox": Sequence(Value("float64"), length=4), "area": Value("int64")})})
     boxes = _coco_objects(boxes_xyxy=True)
 
-    def rows(first_id, count, size=(32, 32)):
-        objects = [{"bbox_id": list(range(len(boxes[i % 2]))), "category": [i % 3] * len(boxes[i % 2]),
-                    "bbox": boxes[i % 2], "area": [80] * len(boxes[i % 2])} for i in range(count)]
-        return {"image_id": [first_id + i for i in range(count)],
-                "image": [_image(first_id + i, size) for i in range(count)],
-                "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
-
+    rows = functools.partial(_detection_rows, boxes, id_field="bbox_id", num_classes=3)
     _write(rows(1, 4), features, root / "data" / "train-00000-of-00001-1a2b3c4d5e6f7a8b.parquet")
     _write(rows(100, 2, EVAL_SIZE), features, root / "data" / "val-00000-of-00001-c4f2e391ee4aba11.parquet")
     return Fixture(root, {"train": 4, "val": 2}, dict(enumerate(COCO_NAMES)))
+
+
+
+def _detection_rows(boxes, first_id, count, size=(32, 32), *, id_field, num_classes):
+    """Columns of a Hub detection parquet (detection-datasets/coco, cppe-5): `image_id`, `image`, `width`, `height`
+    and per-image `objects` (the two box sets of `boxes` alternating); `id_field` is the dataset's per-box id column."""
+    objects = [{id_field: list(range(len(boxes[i % 2]))), "category": [i % num_classes] * len(boxes[i % 2]),
+                "bbox": boxes[i % 2], "area": [80] * len(boxes[i % 2])} for i in range(count)]
+    return {"image_id": [first_id + i for i in range(count)],
+            "image": [_image(first_id + i, size) for i in range(count)],
+            "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
 
 
 def coco2017_folder(root: Path) -> Fixture:
@@ -192,13 +198,7 @@ def cppe5(root: Path) -> Fixture:
                          "height": Value("int32"), "objects": Sequence(fields)})
     boxes = _coco_objects(boxes_xyxy=False)
 
-    def rows(first_id, count, size=(32, 32)):
-        objects = [{"id": list(range(len(boxes[i % 2]))), "area": [80] * len(boxes[i % 2]), "bbox": boxes[i % 2],
-                    "category": [i % 5] * len(boxes[i % 2])} for i in range(count)]
-        return {"image_id": [first_id + i for i in range(count)],
-                "image": [_image(first_id + i, size) for i in range(count)],
-                "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
-
+    rows = functools.partial(_detection_rows, boxes, id_field="id", num_classes=5)
     _write(rows(15, 4), features, root / "data" / "train-00000-of-00001.parquet")
     _write(rows(1000, 2, EVAL_SIZE), features, root / "data" / "test-00000-of-00001.parquet")
     return Fixture(root, {"train": 4, "test": 2}, dict(enumerate(CPPE5_NAMES)))
