@@ -27,7 +27,6 @@ from pvt_hf.reference import (  # noqa: E402
     transformers_v1_stage_maps,
 )
 
-
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("pvt_hf", "pvt_hf_compiled")
 REFERENCES = ("transformers", "timm")

@@ -46,17 +46,30 @@ def jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
 
 def imagenet_like(count: int) -> datasets.Dataset:
     rng = np.random.default_rng(0)
-    rows = {"image": [{"bytes": jpeg(rng, 500, 375), "path": None} for _ in range(count)], "label": [i % 1000 for i in range(count)]}
-    return datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Value("int64")}))
+    rows = {
+        "image": [{"bytes": jpeg(rng, 500, 375), "path": None} for _ in range(count)],
+        "label": [i % 1000 for i in range(count)],
+    }
+    return datasets.Dataset.from_dict(
+        rows, features=datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Value("int64")})
+    )
 
 
 def coco_like(count: int) -> datasets.Dataset:
     rng = np.random.default_rng(1)
-    boxes = [[[float(x), float(y), 80.0, 60.0] for x, y in zip(rng.integers(0, 560, 7), rng.integers(0, 420, 7))] for _ in range(count)]
+    boxes = [
+        [
+            [float(x), float(y), 80.0, 60.0]
+            for x, y in zip(rng.integers(0, 560, 7), rng.integers(0, 420, 7), strict=True)
+        ]
+        for _ in range(count)
+    ]
     rows = {
         "image": [{"bytes": jpeg(rng, 640, 480), "path": None} for _ in range(count)],
         "image_id": list(range(count)),
-        "objects": [{"bbox": b, "category": [i % 80 for i in range(7)], "area": [4800.0] * 7, "iscrowd": [0] * 7} for b in boxes],
+        "objects": [
+            {"bbox": b, "category": [i % 80 for i in range(7)], "area": [4800.0] * 7, "iscrowd": [0] * 7} for b in boxes
+        ],
     }
     from pvt_hf.data import DETECTION_FEATURES
 
@@ -68,7 +81,10 @@ def classification_item(example, rng, transform):
 
 
 def classification_collate(items):
-    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]), "labels": torch.tensor([i["label"] for i in items])}
+    return {
+        "pixel_values": torch.stack([i["pixel_values"] for i in items]),
+        "labels": torch.tensor([i["label"] for i in items]),
+    }
 
 
 def detection_item(example, rng, transform):
@@ -87,16 +103,31 @@ class DetectionCollate:
 
 
 CASES = {
-    "imagenet_deit_224": (imagenet_like, "classification", 32,
-                          functools.partial(classification_item, transform=ClassificationTrainTransform(224)), classification_collate),
-    "coco_detr_800": (coco_like, "detection", 4,
-                      functools.partial(detection_item, transform=DetectionTrainTransform()), DetectionCollate()),
-}  # fmt: skip
+    "imagenet_deit_224": (
+        imagenet_like,
+        "classification",
+        32,
+        functools.partial(classification_item, transform=ClassificationTrainTransform(224)),
+        classification_collate,
+    ),
+    "coco_detr_800": (
+        coco_like,
+        "detection",
+        4,
+        functools.partial(detection_item, transform=DetectionTrainTransform()),
+        DetectionCollate(),
+    ),
+}
 
 
 def measure(dataset, task, batch_size, transform, collate, workers: int) -> dict:
-    args = argparse.Namespace(max_train_samples=None, seed=0, shuffle_buffer_size=1, dataloader_num_workers=workers,
-                              per_device_train_batch_size=batch_size)  # fmt: skip
+    args = argparse.Namespace(
+        max_train_samples=None,
+        seed=0,
+        shuffle_buffer_size=1,
+        dataloader_num_workers=workers,
+        per_device_train_batch_size=batch_size,
+    )
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu, wall = time.process_time(), time.perf_counter()
     images, first = 0, None
@@ -108,9 +139,15 @@ def measure(dataset, task, batch_size, transform, collate, workers: int) -> dict
     wall, cpu = end - wall, time.process_time() - cpu
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers have exited: their CPU time is accounted
     cpu += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-    return {"workers": workers, "images": images, "images_per_s": images / wall, "wall_s": wall, "cpu_s": cpu,
-            "steady_images_per_s": (images - first_images) / (end - first),
-            "cpu_ms_per_image": 1000 * cpu / images}  # fmt: skip
+    return {
+        "workers": workers,
+        "images": images,
+        "images_per_s": images / wall,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "steady_images_per_s": (images - first_images) / (end - first),
+        "cpu_ms_per_image": 1000 * cpu / images,
+    }
 
 
 def main(argv=None):
@@ -131,8 +168,10 @@ def main(argv=None):
         print(f"\n{name} ({len(dataset)} images, batch {batch_size}, {os.cpu_count()} CPUs)")
         print("| workers | images/s | after the first batch | CPU ms / image | wall s |\n|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['workers']} | {r['images_per_s']:.1f} | {r['steady_images_per_s']:.1f} | "
-                  f"{r['cpu_ms_per_image']:.1f} | {r['wall_s']:.2f} |")
+            print(
+                f"| {r['workers']} | {r['images_per_s']:.1f} | {r['steady_images_per_s']:.1f} | "
+                f"{r['cpu_ms_per_image']:.1f} | {r['wall_s']:.2f} |"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

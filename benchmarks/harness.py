@@ -17,11 +17,19 @@ from pathlib import Path
 
 import torch
 
-from .common import IMPLS, OURS, REFERENCES, ROOT, canonical_weights, compare_with_pvt_hf, machine_info, parse_shape
-from .common import task_for
+from .common import (
+    IMPLS,
+    OURS,
+    REFERENCES,
+    ROOT,
+    canonical_weights,
+    compare_with_pvt_hf,
+    machine_info,
+    parse_shape,
+    task_for,
+)
 from .timing import matmul_peak_gmacs
 from .worker import RESULT_PREFIX, safe_measure
-
 
 DEFAULT_PRESETS = ["pvt-small", "pvt-v2-b0", "pvt-v2-b2", "pvt-v2-b2-li"]
 DEFAULT_SHAPES = ["8x224x224", "2x512x512", "1x800x1216"]
@@ -32,8 +40,11 @@ QUICK = dict(presets=["pvt-v2-b0"], shapes=["2x64x64"], impls=["pvt_hf", "transf
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
-    parser.add_argument("--shapes", nargs="+", help=f"BATCHxHEIGHTxWIDTH (default {' '.join(DEFAULT_SHAPES)}, "
-                        f"plus {' '.join(CUDA_EXTRA_SHAPES)} on cuda)")  # fmt: skip
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        help=f"BATCHxHEIGHTxWIDTH (default {' '.join(DEFAULT_SHAPES)}, plus {' '.join(CUDA_EXTRA_SHAPES)} on cuda)",
+    )
     parser.add_argument("--modes", nargs="+", choices=["inference", "train"], default=["inference", "train"])
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
@@ -41,12 +52,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); on a "
-                        "machine other work shares, 1 avoids threads waiting on a busy core")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, one per core); on a "
+        "machine other work shares, 1 avoids threads waiting on a busy core",
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK}")
-    parser.add_argument("--in-process", action="store_true",
-                        help="measure in this process instead of one process per measurement: faster to start, but "
-                        "CPU memory peaks are then shared between measurements")  # fmt: skip
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process instead of one process per measurement: faster to start, but "
+        "CPU memory peaks are then shared between measurements",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -112,9 +130,21 @@ def _run(args) -> dict:
                         print(f"[{preset} {shape}] {impl}: not timed ({found[impl]})", flush=True)
                         continue
                     for mode in args.modes:
-                        spec = dict(preset=preset, task=task, impl=impl, mode=mode, batch=batch, height=height,
-                                    width=width, warmup=args.warmup, repeats=args.repeats, device=args.device,
-                                    dtype=args.dtype, threads=args.threads, weights=str(weights_path))  # fmt: skip
+                        spec = dict(
+                            preset=preset,
+                            task=task,
+                            impl=impl,
+                            mode=mode,
+                            batch=batch,
+                            height=height,
+                            width=width,
+                            warmup=args.warmup,
+                            repeats=args.repeats,
+                            device=args.device,
+                            dtype=args.dtype,
+                            threads=args.threads,
+                            weights=str(weights_path),
+                        )
                         result = safe_measure(spec) if args.in_process else run_isolated(spec)
                         results.append({"shape": shape, **result})
                         print(summary_line(results[-1]), flush=True)
@@ -148,42 +178,57 @@ def ratios(results: list[dict]) -> list[dict]:
         for reference in REFERENCES:
             theirs = ok.get((preset, shape, mode, reference))
             if impl in OURS and theirs is not None:
-                rows.append({
-                    "preset": preset, "shape": shape, "mode": mode, "impl": impl, "reference": reference,
-                    "speed_ratio": theirs["median_step_s"] / ours["median_step_s"],
-                    "cpu_ratio": theirs["cpu_s_per_step"] / ours["cpu_s_per_step"],
-                    "memory_ratio": ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "preset": preset,
+                        "shape": shape,
+                        "mode": mode,
+                        "impl": impl,
+                        "reference": reference,
+                        "speed_ratio": theirs["median_step_s"] / ours["median_step_s"],
+                        "cpu_ratio": theirs["cpu_s_per_step"] / ours["cpu_s_per_step"],
+                        "memory_ratio": ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9),
+                    }
+                )
     return rows
 
 
 def markdown(report: dict) -> str:
     machine, settings = report["machine"], report["settings"]
-    return "\n".join([
-        "# PVT benchmark: pvt_hf vs reference implementations",
-        "",
-        f"{machine['date']} · {machine.get('gpu', machine['cpu'])} · {machine['cpu_count']} CPUs "
-        f"({machine['torch_threads']} torch threads) · torch {machine['torch']} · transformers "
-        f"{machine['transformers']} · {settings['device']} {settings['dtype']} · median of {settings['repeats']} "
-        f"steps after {settings['warmup']} warm-up"
-        + "".join(f" · {k}={v}" for k, v in machine.get("environment", {}).items()),
-        "",
-        "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = reference step "
-        "time / pvt_hf step time (> 1: pvt_hf faster); CPU ratio = the same in CPU seconds of the process per step "
-        "(every thread; steadier than wall time on a shared machine); memory ratio = pvt_hf peak / reference peak "
-        "(< 1: pvt_hf smaller). Faults: minor page faults per step (first touches of fresh pages). GMAC/s: forward "
-        "MACs (`pvt_hf.count_macs`) per second of step"
-        + (f", against a {machine['matmul_peak_gmacs']:.0f} GMAC/s float32 matmul peak measured by the run"
-           if machine.get("matmul_peak_gmacs") else "")
-        + ". Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
-        "is held between steps (CPU: resident set, one process per measurement).",
-        "",
-        *_results_table(report),
-        "",
-        "Output checks (pvt_hf vs reference, same weights, one image at the benchmark size, float32):",
-        "",
-        *_checks_table(report["checks"]),
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                "# PVT benchmark: pvt_hf vs reference implementations",
+                "",
+                f"{machine['date']} · {machine.get('gpu', machine['cpu'])} · {machine['cpu_count']} CPUs "
+                f"({machine['torch_threads']} torch threads) · torch {machine['torch']} · transformers "
+                f"{machine['transformers']} · {settings['device']} {settings['dtype']} · "
+                f"median of {settings['repeats']} steps after {settings['warmup']} warm-up"
+                + "".join(f" · {k}={v}" for k, v in machine.get("environment", {}).items()),
+                "",
+                "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = "
+                "reference step time / pvt_hf step time (> 1: pvt_hf faster); CPU ratio = the same in CPU seconds of "
+                "the process per step (every thread; steadier than wall time on a shared machine); memory ratio = "
+                "pvt_hf peak / reference peak (< 1: pvt_hf smaller). Faults: minor page faults per step (first "
+                "touches of fresh pages). GMAC/s: forward "
+                "MACs (`pvt_hf.count_macs`) per second of step"
+                + (
+                    f", against a {machine['matmul_peak_gmacs']:.0f} GMAC/s float32 matmul peak measured by the run"
+                    if machine.get("matmul_peak_gmacs")
+                    else ""
+                )
+                + ". Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
+                "is held between steps (CPU: resident set, one process per measurement).",
+                "",
+                *_results_table(report),
+                "",
+                "Output checks (pvt_hf vs reference, same weights, one image at the benchmark size, float32):",
+                "",
+                *_checks_table(report["checks"]),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _results_table(report: dict) -> list[str]:

@@ -21,7 +21,11 @@ def per_forward(model, pixels, repeats: int) -> tuple[float, float, int]:
     with torch.no_grad():
         model(pixels)
         for _ in range(repeats):
-            faults, cpu, wall = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+            faults, cpu, wall = (
+                resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+                time.process_time(),
+                time.perf_counter(),
+            )
             model(pixels)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
             rows.append((time.perf_counter() - wall, time.process_time() - cpu, faults))
@@ -48,10 +52,17 @@ def main(argv=None) -> None:
     pixels = torch.randn(batch, 3, height, width)
     budget = PvtMlp.chunk_bytes
     for round_ in range(args.rounds):
-        for name, model, chunk_bytes in [("chunked", ours, budget), ("unchunked", ours, 2**62), ("transformers", theirs, budget)]:
+        for name, model, chunk_bytes in [
+            ("chunked", ours, budget),
+            ("unchunked", ours, 2**62),
+            ("transformers", theirs, budget),
+        ]:
             PvtMlp.chunk_bytes = chunk_bytes  # 2**62: every MLP is one chunk, i.e. the plain computation
             wall, cpu, faults = per_forward(model, pixels, args.repeats)
-            print(f"{args.preset} {args.shape} round {round_ + 1} {name:12s} wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults}")
+            print(
+                f"{args.preset} {args.shape} round {round_ + 1} {name:12s} "
+                f"wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults}"
+            )
     PvtMlp.chunk_bytes = budget
 
 

@@ -49,12 +49,19 @@ def onnx_throughput(preset: str, shape: str, warmup: int = 3, repeats: int = 20,
     diff = max((torch.from_numpy(a) - b).abs().max().item() for a, b in zip(actual, expected, strict=True))
     onnx_s = median_seconds(lambda: session.run(None, feed), warmup, repeats)
     return {
-        "preset": preset, "shape": shape, "task": task, "threads": threads, "exporter": export.exporter,
-        "export_s": export_s, "max_abs_diff": diff,
-        "pytorch_images_per_s": batch / torch_s, "onnxruntime_images_per_s": batch / onnx_s,
+        "preset": preset,
+        "shape": shape,
+        "task": task,
+        "threads": threads,
+        "exporter": export.exporter,
+        "export_s": export_s,
+        "max_abs_diff": diff,
+        "pytorch_images_per_s": batch / torch_s,
+        "onnxruntime_images_per_s": batch / onnx_s,
         "speed_ratio_onnxruntime_vs_pytorch": torch_s / onnx_s,
-        "onnxruntime": ort.__version__, "machine": machine_info("cpu"),
-    }  # fmt: skip
+        "onnxruntime": ort.__version__,
+        "machine": machine_info("cpu"),
+    }
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,6 @@ import torch  # noqa: E402
 from benchmarks.common import ROOT, build, canonical_weights, forward_macs  # noqa: E402
 from benchmarks.timing import time_steps  # noqa: E402
 
-
 PRESETS = ["pvt-small", "pvt-v2-b2", "pvt-v2-b2-li"]
 IMPLS = ["pvt_hf", "transformers"]
 
@@ -64,9 +63,9 @@ def plot(data: dict, path: Path, title: str) -> None:
     megapixels = [s * s / 1e6 for s in data["sizes"]]
     panels = 2 if data["ms"] else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
-    colors = dict(zip(PRESETS, ["tab:red", "tab:blue", "tab:green"]))
-    names = dict(zip(PRESETS, ["PVT-Small", "PVT v2-B2", "PVT v2-B2-Li"]))
-    attention = dict(zip(PRESETS, ["v1, SRA", "SRA", "linear SRA"]))
+    colors = dict(zip(PRESETS, ["tab:red", "tab:blue", "tab:green"], strict=True))
+    names = dict(zip(PRESETS, ["PVT-Small", "PVT v2-B2", "PVT v2-B2-Li"], strict=True))
+    attention = dict(zip(PRESETS, ["v1, SRA", "SRA", "linear SRA"], strict=True))
     ax = axes[0][0]
     for preset in PRESETS:
         values = data["gmacs"][preset]
@@ -78,7 +77,7 @@ def plot(data: dict, path: Path, title: str) -> None:
     if data["ms"]:
         ax = axes[0][1]
         for preset in PRESETS:
-            for impl, style in zip(IMPLS, ["o-", "s--"]):
+            for impl, style in zip(IMPLS, ["o-", "s--"], strict=True):
                 label = f"{names[preset]}, {impl}"
                 ax.plot(megapixels, data["ms"][f"{preset} {impl}"], style, color=colors[preset], label=label)
         ax.set(ylabel="ms per image", title="Inference time (solid: pvt_hf, dashed: transformers)")

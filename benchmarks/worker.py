@@ -16,7 +16,6 @@ import torch
 from .common import build, forward_macs, loss_fn
 from .timing import time_steps, timed_call
 
-
 RESULT_PREFIX = "RESULT "
 
 

@@ -12,8 +12,8 @@ Examples:
         --task semantic-fpn --output pvt-small-semantic-fpn-ade20k --verify
     # timm weights, transformers' own checkpoints (a folder or a Hub repo id)
     python convert/convert_pvt_checkpoint.py --source timm --checkpoint pvt_v2_b0.safetensors --output pvt-v2-b0
-    python convert/convert_pvt_checkpoint.py --source transformers --checkpoint OpenGVLab/pvt_v2_b2 --output pvt-v2-b2 \\
-        --verify --push_to_hub my-org/pvt-v2-b2
+    python convert/convert_pvt_checkpoint.py --source transformers --checkpoint OpenGVLab/pvt_v2_b2 \\
+        --output pvt-v2-b2 --verify --push_to_hub my-org/pvt-v2-b2
 
 Every checkpoint tensor is either mapped or listed as unused; the conversion fails (exit 1) if any model parameter
 would stay randomly initialised or a shape does not match, and (exit 2) if --verify finds a difference above 1e-4.
@@ -46,7 +46,6 @@ from pvt_hf.conversion import (
 )
 from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
 
-
 VERIFY_TOLERANCE = 1e-4
 # task -> (model class, image processor, input size of the MACs in the model card)
 TASK_MODELS = {
@@ -65,7 +64,9 @@ def parse_args(argv=None):
         help="a local .pth/.bin/.safetensors file or folder, an http(s) URL, or a Hub repo id",
     )
     parser.add_argument(
-        "--preset", choices=list(PRESETS), help="the variant; read off the weights when omitted, refused if they disagree"
+        "--preset",
+        choices=list(PRESETS),
+        help="the variant; read off the weights when omitted, refused if they disagree",
     )
     parser.add_argument(
         "--task",
@@ -146,7 +147,9 @@ def main(argv=None) -> int:
 
     if args.push_to_hub:
         try:
-            url = push_folder(args.output, args.push_to_hub, f"Convert {args.source} PVT checkpoint with pvt_hf", args.private)
+            url = push_folder(
+                args.output, args.push_to_hub, f"Convert {args.source} PVT checkpoint with pvt_hf", args.private
+            )
         except HubError as error:
             print(f"error: {error}", file=sys.stderr)
             return 3

@@ -33,13 +33,19 @@ def main():
         image = Image.open(args.image)
     else:
         ramp = np.linspace(0, 255, 480, dtype=np.uint8)
-        image = Image.fromarray(np.stack([np.tile(ramp, (360, 1)), np.tile(ramp[:360, None], (1, 480)), np.full((360, 480), 96, np.uint8)], -1))
+        image = Image.fromarray(
+            np.stack(
+                [np.tile(ramp, (360, 1)), np.tile(ramp[:360, None], (1, 480)), np.full((360, 480), 96, np.uint8)], -1
+            )
+        )
     processor = PvtHfImageProcessor()
     inputs = processor(image, return_tensors="pt")
     with torch.no_grad():
         probs = model(**inputs).logits.softmax(-1)[0]
     top = probs.topk(3)
-    print("top-3 (random weights):", [(config.id2label[i.item()], round(p.item(), 4)) for p, i in zip(*top)])
+    print(
+        "top-3 (random weights):", [(config.id2label[i.item()], round(p.item(), 4)) for p, i in zip(*top, strict=True)]
+    )
 
     backbone = PvtBackbone(PvtConfig.from_preset(args.preset, out_indices=[0, 1, 2, 3])).eval()
     with torch.no_grad():

@@ -32,15 +32,34 @@ from pvt_hf.transforms import (
 
 TASK = "classification"
 RECIPE = dict(
-    model="pvt-v2-b0", image_size=224, learning_rate=None, learning_rate_help="default: 5e-4 x total batch / 512 (DeiT)",
-    weight_decay=0.05, lr_scheduler_type="cosine", num_train_epochs=300, batch_size=128, drop_path_rate=0.1,
+    model="pvt-v2-b0",
+    image_size=224,
+    learning_rate=None,
+    learning_rate_help="default: 5e-4 x total batch / 512 (DeiT)",
+    weight_decay=0.05,
+    lr_scheduler_type="cosine",
+    num_train_epochs=300,
+    batch_size=128,
+    drop_path_rate=0.1,
     output_dir="pvt-image-classification",
-)  # fmt: skip
+)
 EMBEDDED_PROFILE = dict(
-    image_size=32, learning_rate=2e-3, num_train_epochs=30, per_device_train_batch_size=64, per_device_eval_batch_size=128,
-    num_warmup_steps=50, drop_path_rate=0.0, mixup=0.0, cutmix=0.0, label_smoothing=0.0, random_erasing=0.0,
-    color_jitter=0.0, hflip=False, crop_scale_min=0.6, streaming=False,
-)  # fmt: skip
+    image_size=32,
+    learning_rate=2e-3,
+    num_train_epochs=30,
+    per_device_train_batch_size=64,
+    per_device_eval_batch_size=128,
+    num_warmup_steps=50,
+    drop_path_rate=0.0,
+    mixup=0.0,
+    cutmix=0.0,
+    label_smoothing=0.0,
+    random_erasing=0.0,
+    color_jitter=0.0,
+    hflip=False,
+    crop_scale_min=0.6,
+    streaming=False,
+)
 
 
 def parse_args(argv=None):
@@ -64,7 +83,10 @@ def train_item(example, rng, transform):
 
 
 def collate(items):
-    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]), "labels": torch.tensor([i["label"] for i in items])}
+    return {
+        "pixel_values": torch.stack([i["pixel_values"] for i in items]),
+        "labels": torch.tensor([i["label"] for i in items]),
+    }
 
 
 def main(argv=None):
@@ -83,9 +105,12 @@ def main(argv=None):
     train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
     plan = training.plan_steps(args, splits.train_size, world)
     augment = ClassificationTrainTransform(
-        args.image_size, scale=(args.crop_scale_min, 1.0), flip_prob=0.5 if args.hflip else 0.0,
-        color_jitter=args.color_jitter, erase_prob=args.random_erasing,
-    )  # fmt: skip
+        args.image_size,
+        scale=(args.crop_scale_min, 1.0),
+        flip_prob=0.5 if args.hflip else 0.0,
+        color_jitter=args.color_jitter,
+        erase_prob=args.random_erasing,
+    )
     transform = functools.partial(train_item, transform=augment)
     processor = classification_eval_processor(args.image_size)  # saved with the model and used for the evaluation
 
@@ -97,12 +122,22 @@ def main(argv=None):
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, "pvt_image_classification")  # trackers; restores --resume_from_checkpoint
+    progress = training.Progress(
+        accelerator, args, plan, "pvt_image_classification"
+    )  # trackers; restores --resume_from_checkpoint
     num_labels = len(splits.id2label)
     for epoch in progress.epochs(model):
         for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, collate, world)):
             mixing = training.mixing_generator(args.seed, progress.step, rank)
-            pixels, targets = mixup_cutmix(batch["pixel_values"], batch["labels"], num_labels, args.mixup, args.cutmix, args.label_smoothing, mixing)
+            pixels, targets = mixup_cutmix(
+                batch["pixel_values"],
+                batch["labels"],
+                num_labels,
+                args.mixup,
+                args.cutmix,
+                args.label_smoothing,
+                mixing,
+            )
             with accelerator.accumulate(model):
                 logits = model(pixel_values=pixels.to(accelerator.device)).logits
                 loss = soft_target_cross_entropy(logits, targets.to(accelerator.device))

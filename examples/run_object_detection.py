@@ -29,16 +29,38 @@ from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
 TASK = "detection"
 RECIPE = dict(
-    model="pvt-small-detr-coco", image_size=800, learning_rate=1e-4, weight_decay=1e-4, lr_scheduler_type="step",
-    num_train_epochs=50, batch_size=2, max_grad_norm=0.1, output_dir="pvt-object-detection",
-)  # fmt: skip
+    model="pvt-small-detr-coco",
+    image_size=800,
+    learning_rate=1e-4,
+    weight_decay=1e-4,
+    lr_scheduler_type="step",
+    num_train_epochs=50,
+    batch_size=2,
+    max_grad_norm=0.1,
+    output_dir="pvt-object-detection",
+)
 EMBEDDED_PROFILE = dict(
-    model_name_or_path="pvt-v2-b0-deformable-detr-coco", image_size=128, learning_rate=5e-4, num_train_epochs=20,
-    per_device_train_batch_size=8, per_device_eval_batch_size=16, max_grad_norm=1.0, min_scale=96,
-    transformer_size="small", streaming=False,
-)  # fmt: skip
-SMALL_TRANSFORMER = dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=512, decoder_ffn_dim=512,
-                         encoder_attention_heads=4, decoder_attention_heads=4, num_queries=20)  # fmt: skip
+    model_name_or_path="pvt-v2-b0-deformable-detr-coco",
+    image_size=128,
+    learning_rate=5e-4,
+    num_train_epochs=20,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=16,
+    max_grad_norm=1.0,
+    min_scale=96,
+    transformer_size="small",
+    streaming=False,
+)
+SMALL_TRANSFORMER = dict(
+    d_model=128,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_ffn_dim=512,
+    decoder_ffn_dim=512,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    num_queries=20,
+)
 
 
 def parse_args(argv=None):
@@ -46,11 +68,22 @@ def parse_args(argv=None):
     training.add_arguments(parser, RECIPE, dense=True)
     group = parser.add_argument_group("detection")
     group.add_argument("--annotation_column_name", default=None, help="the dataset's objects column (default: objects)")
-    group.add_argument("--bbox_format", choices=["xywh", "xyxy"], default=None, help="the dataset's box format (default: declared by the dataset)")
-    group.add_argument("--min_scale", type=int, default=480, help="multi-scale training: shortest side from min_scale to --image_size")
+    group.add_argument(
+        "--bbox_format",
+        choices=["xywh", "xyxy"],
+        default=None,
+        help="the dataset's box format (default: declared by the dataset)",
+    )
+    group.add_argument(
+        "--min_scale", type=int, default=480, help="multi-scale training: shortest side from min_scale to --image_size"
+    )
     group.add_argument("--max_size", type=int, default=1333, help="longest side")
-    group.add_argument("--transformer_size", choices=["paper", "small"], default="paper",
-                       help="paper: DETR's 6+6 layers, d=256, 100 queries; small: 2+2 layers, d=128, 20 queries (quick runs)")  # fmt: skip
+    group.add_argument(
+        "--transformer_size",
+        choices=["paper", "small"],
+        default="paper",
+        help="paper: DETR's 6+6 layers, d=256, 100 queries; small: 2+2 layers, d=128, 20 queries (quick runs)",
+    )
     group.add_argument("--eval_threshold", type=float, default=0.0, help="score threshold of the predictions evaluated")
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
@@ -66,7 +99,10 @@ def train_item(example, rng, transform):
     """One training sample, in a data-loader worker: flip + multi-scale resize, boxes following."""
     objects = example["objects"]
     image, boxes = transform(example["image"], objects["bbox"], rng)
-    return {"image": image, "annotations": coco_annotations(example["image_id"], boxes, objects["category"], iscrowd=objects["iscrowd"])}
+    return {
+        "image": image,
+        "annotations": coco_annotations(example["image_id"], boxes, objects["category"], iscrowd=objects["iscrowd"]),
+    }
 
 
 class Collate:
@@ -98,16 +134,22 @@ def main(argv=None):
     processor = PvtDetrImageProcessor(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # --------------------------------------------------------------------------------------------------- model
-    model = training.build_model(args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args))
+    model = training.build_model(
+        args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args)
+    )
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
     optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, "pvt_object_detection")  # trackers; restores --resume_from_checkpoint
+    progress = training.Progress(
+        accelerator, args, plan, "pvt_object_detection"
+    )  # trackers; restores --resume_from_checkpoint
     for epoch in progress.epochs(model):
-        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)):
+        for batch in progress.batches(
+            training.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)
+        ):
             labels = [{k: v.to(accelerator.device) for k, v in target.items()} for target in batch["labels"]]
             with accelerator.accumulate(model):
                 pixels, mask = batch["pixel_values"].to(accelerator.device), batch["pixel_mask"].to(accelerator.device)
@@ -134,20 +176,34 @@ def evaluate(accelerator, model, batches, processor, args) -> dict:
     predictions, targets = [], []
     for examples in batches:
         inputs = processor([e["image"] for e in examples], return_tensors="pt")
-        outputs = model(pixel_values=inputs.pixel_values.to(accelerator.device), pixel_mask=inputs.pixel_mask.to(accelerator.device))
+        outputs = model(
+            pixel_values=inputs.pixel_values.to(accelerator.device), pixel_mask=inputs.pixel_mask.to(accelerator.device)
+        )
         # predictions are relative to the padded batch canvas (as transformers' DETR targets are): scale the canvas
         # by each image's original / resized size to get boxes in original pixels
         canvas_h, canvas_w = inputs.pixel_mask.shape[-2:]
         resized = [(int(mask.any(1).sum()), int(mask.any(0).sum())) for mask in inputs.pixel_mask]
-        sizes = [(canvas_h * e["image"].height / h, canvas_w * e["image"].width / w) for e, (h, w) in zip(examples, resized)]
-        for result in processor.post_process_object_detection(outputs, threshold=args.eval_threshold, target_sizes=sizes):
+        sizes = [
+            (canvas_h * e["image"].height / h, canvas_w * e["image"].width / w)
+            for e, (h, w) in zip(examples, resized, strict=True)
+        ]
+        for result in processor.post_process_object_detection(
+            outputs, threshold=args.eval_threshold, target_sizes=sizes
+        ):
             predictions.append({k: v.cpu() for k, v in result.items()})
         for example in examples:
             objects = example["objects"]
             boxes = np.asarray(objects["bbox"], dtype=np.float32).reshape(-1, 4)
             boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-            targets.append({"boxes": boxes, "labels": np.asarray(objects["category"]), "image_id": example["image_id"],
-                            "iscrowd": np.asarray(objects["iscrowd"]), "area": np.asarray(objects["area"])})  # fmt: skip
+            targets.append(
+                {
+                    "boxes": boxes,
+                    "labels": np.asarray(objects["category"]),
+                    "image_id": example["image_id"],
+                    "iscrowd": np.asarray(objects["iscrowd"]),
+                    "area": np.asarray(objects["area"]),
+                }
+            )
     metric = CocoDetectionMetric()
     metric.update(gather_object(predictions), gather_object(targets))
     return results_with_prefix(metric.compute())

@@ -9,8 +9,9 @@
         --backbone_name_or_path pvt-v2-b2 --do_reduce_labels --dataloader_num_workers 8
     # Mask2Former (its semantic recipe: AdamW 1e-4, weight decay 0.05, 160k iterations at batch 16, clipping 0.01)
     accelerate launch --multi_gpu --num_processes 8 examples/run_semantic_segmentation.py \\
-        --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-mask2former-ade20k --backbone_name_or_path pvt-v2-b2 \\
-        --weight_decay 0.05 --max_grad_norm 0.01 --max_train_steps 160000 --per_device_train_batch_size 2 --do_reduce_labels
+        --dataset_name scene_parse_150 --model_name_or_path pvt-v2-b2-mask2former-ade20k \\
+        --backbone_name_or_path pvt-v2-b2 --weight_decay 0.05 --max_grad_norm 0.01 --max_train_steps 160000 \\
+        --per_device_train_batch_size 2 --do_reduce_labels
 
 Defaults follow the papers' Semantic FPN setup on ADE20K: AdamW lr 1e-4, weight decay 1e-4, poly schedule (power 0.9),
 40k iterations (80k for the large backbones) at batch 16, random resize (ratio 0.5..2.0) + random 512x512 crop + flip,
@@ -31,7 +32,12 @@ import functools
 import numpy as np
 import torch
 from accelerate.utils import gather_object, set_seed
-from transformers import AutoConfig, AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation, Mask2FormerConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForSemanticSegmentation,
+    AutoModelForUniversalSegmentation,
+    Mask2FormerConfig,
+)
 
 from pvt_hf import (
     MASK2FORMER_PRESETS,
@@ -48,22 +54,39 @@ from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
 
 TASK = "segmentation"
 RECIPE = dict(
-    model="pvt-v2-b0-semantic-fpn-ade20k", image_size=512, learning_rate=1e-4, weight_decay=1e-4,
-    lr_scheduler_type="polynomial", num_train_epochs=1, batch_size=4, output_dir="pvt-semantic-segmentation",
-)  # fmt: skip
+    model="pvt-v2-b0-semantic-fpn-ade20k",
+    image_size=512,
+    learning_rate=1e-4,
+    weight_decay=1e-4,
+    lr_scheduler_type="polynomial",
+    num_train_epochs=1,
+    batch_size=4,
+    output_dir="pvt-semantic-segmentation",
+)
 EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels)
-    image_size=128, learning_rate=1e-3, num_train_epochs=20, per_device_train_batch_size=8, per_device_eval_batch_size=8,
-    do_reduce_labels=False, streaming=False,
-)  # fmt: skip
+    image_size=128,
+    learning_rate=1e-3,
+    num_train_epochs=20,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=8,
+    do_reduce_labels=False,
+    streaming=False,
+)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     training.add_arguments(parser, RECIPE, dense=True)
     group = parser.add_argument_group("segmentation")
-    group.add_argument("--annotation_column_name", default=None, help="the dataset's label-map column (default: annotation)")
-    group.add_argument("--do_reduce_labels", action=argparse.BooleanOptionalAction, default=True,
-                       help="ADE20K's convention: 0 ('other') is ignored, 1..N become 0..N-1")  # fmt: skip
+    group.add_argument(
+        "--annotation_column_name", default=None, help="the dataset's label-map column (default: annotation)"
+    )
+    group.add_argument(
+        "--do_reduce_labels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ADE20K's convention: 0 ('other') is ignored, 1..N become 0..N-1",
+    )
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
@@ -107,13 +130,24 @@ class Mask2FormerCollate:
 
     def __call__(self, items):
         batch = collate(items)
-        return dict(self.processor(list(batch["pixel_values"]), segmentation_maps=list(batch["labels"]), do_resize=False,
-                                   do_rescale=False, do_normalize=False, do_reduce_labels=False, return_tensors="pt"))  # fmt: skip
+        return dict(
+            self.processor(
+                list(batch["pixel_values"]),
+                segmentation_maps=list(batch["labels"]),
+                do_resize=False,
+                do_rescale=False,
+                do_normalize=False,
+                do_reduce_labels=False,
+                return_tensors="pt",
+            )
+        )
 
 
 def mask2former_loss(model, batch, device):
     targets = {key: [t.to(device) for t in batch[key]] for key in ("mask_labels", "class_labels")}
-    return model(pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device), **targets).loss
+    return model(
+        pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device), **targets
+    ).loss
 
 
 def mask2former_predict(model, processor, images, device) -> list[torch.Tensor]:
@@ -129,7 +163,9 @@ def main(argv=None):
     set_seed(args.seed)
 
     # ---------------------------------------------------------------------------------------------------- data
-    splits = training.load_splits(args, TASK, {"image": args.image_column_name, "annotation": args.annotation_column_name})
+    splits = training.load_splits(
+        args, TASK, {"image": args.image_column_name, "annotation": args.annotation_column_name}
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
     plan = training.plan_steps(args, splits.train_size, world)
@@ -146,21 +182,29 @@ def main(argv=None):
 
     # --------------------------------------------------------------------------------------------------- model
     if mask2former:
-        model = training.build_model(args, id2label, AutoModelForUniversalSegmentation, MASK2FORMER_PRESETS, PvtMask2FormerConfig.from_preset)
+        model = training.build_model(
+            args, id2label, AutoModelForUniversalSegmentation, MASK2FORMER_PRESETS, PvtMask2FormerConfig.from_preset
+        )
         ignore = model.config.ignore_value
     else:
-        model = training.build_model(args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset)
+        model = training.build_model(
+            args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset
+        )
         ignore = model.config.semantic_loss_ignore_index
     loss_of, predict_with = (mask2former_loss, mask2former_predict) if mask2former else (training_loss, predict)
     augment = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, ignore_index=ignore)
-    transform = functools.partial(train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore)
+    transform = functools.partial(
+        train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore
+    )
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
     optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")  # trackers; restores --resume_from_checkpoint
+    progress = training.Progress(
+        accelerator, args, plan, "pvt_semantic_segmentation"
+    )  # trackers; restores --resume_from_checkpoint
     batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
         for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
@@ -172,7 +216,9 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
-    metrics = evaluate(accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with)
+    metrics = evaluate(
+        accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with
+    )
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
     accelerator.print(f"eval: {metrics}")
 
@@ -189,7 +235,7 @@ def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_redu
     metric = SegmentationMetric(num_labels, ignore_index=ignore)
     for examples in batches:
         predictions = predict(model, processor, [e["image"] for e in examples], accelerator.device)
-        for example, prediction in zip(examples, predictions):
+        for example, prediction in zip(examples, predictions, strict=True):
             labels = torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))
             labels = reduce_labels(labels, ignore) if do_reduce_labels else labels
             metric.update(prediction.cpu()[None], labels[None])

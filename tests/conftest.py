@@ -9,7 +9,9 @@ import torch  # noqa: E402
 import pvt_hf  # noqa: E402,F401
 from pvt_hf import PvtConfig, reference  # noqa: E402
 
-TINY = dict(depths=[1, 1, 2, 1], hidden_sizes=[16, 32, 40, 64], num_attention_heads=[1, 2, 5, 8], mlp_ratios=[2, 2, 2, 2])
+TINY = dict(
+    depths=[1, 1, 2, 1], hidden_sizes=[16, 32, 40, 64], num_attention_heads=[1, 2, 5, 8], mlp_ratios=[2, 2, 2, 2]
+)
 FAMILIES = {"v1": "pvt-tiny", "v2": "pvt-v2-b0", "v2-li": "pvt-v2-b2-li"}
 
 

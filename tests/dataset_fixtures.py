@@ -86,10 +86,17 @@ def imagenet_webdataset(root: Path) -> Fixture:
             with tarfile.open(root / f"imagenet1k-{split}-{shard:04d}.tar", "w") as tar:
                 for i in range(count // (2 if split == "train" else 1)):
                     key, label = f"{split}_{shard}_{i:05d}", i % 3
-                    meta = {"filename": f"n0144076{label}_{i}.JPEG", "label": label, "class_name": IMAGENET_NAMES[label]}
+                    meta = {
+                        "filename": f"n0144076{label}_{i}.JPEG",
+                        "label": label,
+                        "class_name": IMAGENET_NAMES[label],
+                    }
                     jpeg = _jpeg(shard * 10 + i) if split == "train" else _jpeg(100 + i, EVAL_SIZE)
-                    for suffix, payload in (("jpg", jpeg), ("cls", str(label).encode()),
-                                            ("json", json.dumps(meta).encode())):
+                    for suffix, payload in (
+                        ("jpg", jpeg),
+                        ("cls", str(label).encode()),
+                        ("json", json.dumps(meta).encode()),
+                    ):
                         info = tarfile.TarInfo(f"{key}.{suffix}")
                         info.size = len(payload)
                         tar.addfile(info, io.BytesIO(payload))
@@ -111,8 +118,18 @@ def imagenette_parquet_export(root: Path) -> Fixture:
     """frgfm/imagenette (https://huggingface.co/datasets/frgfm/imagenette): a loading script with configs
     `full_size`, `320px`, `160px`, splits train (9,469) / validation (3,925); its parquet export has one folder per
     config, `<config>/<split>/0000.parquet`, features `image: Image`, `label: ClassLabel` (10 names)."""
-    names = ["tench", "English springer", "cassette player", "chain saw", "church", "French horn", "garbage truck",
-             "gas pump", "golf ball", "parachute"]
+    names = [
+        "tench",
+        "English springer",
+        "cassette player",
+        "chain saw",
+        "church",
+        "French horn",
+        "garbage truck",
+        "gas pump",
+        "golf ball",
+        "parachute",
+    ]
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     for config, side in (("full_size", 48), ("320px", 40), ("160px", 32)):
         for split, count in (("train", 4), ("validation", 2)):
@@ -136,10 +153,22 @@ def detection_datasets_coco(root: Path) -> Fixture:
     <hash>.parquet`, `data/val-0000N-of-00002-<hash>.parquet` (splits train / val), `dataset_infos.json`; features
     `image_id: int64`, `image: Image`, `width, height: int32`, `objects: Sequence({bbox_id: int64, category:
     ClassLabel(80 COCO names), bbox: Sequence(float64, length=4) as x_min, y_min, x_max, y_max, area: int64})`."""
-    features = Features({"image_id": Value("int64"), "image": Image(), "width": Value("int32"),
-                         "height": Value("int32"), "objects": Sequence({
-                             "bbox_id": Value("int64"), "category": ClassLabel(names=COCO_NAMES),
-                             "bbox": Sequence(Value("float64"), length=4), "area": Value("int64")})})
+    features = Features(
+        {
+            "image_id": Value("int64"),
+            "image": Image(),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "objects": Sequence(
+                {
+                    "bbox_id": Value("int64"),
+                    "category": ClassLabel(names=COCO_NAMES),
+                    "bbox": Sequence(Value("float64"), length=4),
+                    "area": Value("int64"),
+                }
+            ),
+        }
+    )
     boxes = _coco_objects(boxes_xyxy=True)
 
     rows = functools.partial(_detection_rows, boxes, id_field="bbox_id", num_classes=3)
@@ -148,24 +177,36 @@ def detection_datasets_coco(root: Path) -> Fixture:
     return Fixture(root, {"train": 4, "val": 2}, dict(enumerate(COCO_NAMES)))
 
 
-
 def _detection_rows(boxes, first_id, count, size=(32, 32), *, id_field, num_classes):
     """Columns of a Hub detection parquet (detection-datasets/coco, cppe-5): `image_id`, `image`, `width`, `height`
     and per-image `objects` (the two box sets of `boxes` alternating); `id_field` is the dataset's per-box id column."""
-    objects = [{id_field: list(range(len(boxes[i % 2]))), "category": [i % num_classes] * len(boxes[i % 2]),
-                "bbox": boxes[i % 2], "area": [80] * len(boxes[i % 2])} for i in range(count)]
-    return {"image_id": [first_id + i for i in range(count)],
-            "image": [_image(first_id + i, size) for i in range(count)],
-            "width": [size[0]] * count, "height": [size[1]] * count, "objects": objects}
+    objects = [
+        {
+            id_field: list(range(len(boxes[i % 2]))),
+            "category": [i % num_classes] * len(boxes[i % 2]),
+            "bbox": boxes[i % 2],
+            "area": [80] * len(boxes[i % 2]),
+        }
+        for i in range(count)
+    ]
+    return {
+        "image_id": [first_id + i for i in range(count)],
+        "image": [_image(first_id + i, size) for i in range(count)],
+        "width": [size[0]] * count,
+        "height": [size[1]] * count,
+        "objects": objects,
+    }
 
 
 def coco2017_folder(root: Path) -> Fixture:
     """A COCO 2017 download (https://cocodataset.org/#download): `annotations/instances_{train,val}2017.json`
     (images / annotations with `bbox` = x, y, width, height / categories with COCO's sparse 1-based ids) and the
     images in `train2017/`, `val2017/`; also `annotations/captions_*.json`, which a detector ignores."""
-    categories = [{"supercategory": "person", "id": 1, "name": "person"},
-                  {"supercategory": "vehicle", "id": 3, "name": "car"},
-                  {"supercategory": "indoor", "id": 90, "name": "toothbrush"}]
+    categories = [
+        {"supercategory": "person", "id": 1, "name": "person"},
+        {"supercategory": "vehicle", "id": 3, "name": "car"},
+        {"supercategory": "indoor", "id": 90, "name": "toothbrush"},
+    ]
     (root / "annotations").mkdir(parents=True)
     sizes = {"train2017": 3, "val2017": 2}
     for split, count in sizes.items():
@@ -177,11 +218,24 @@ def coco2017_folder(root: Path) -> Fixture:
             size = EVAL_SIZE if split == "val2017" else (32, 32)
             _image(image_id, size).save(root / split / name)
             images.append({"license": 1, "file_name": name, "height": size[1], "width": size[0], "id": image_id})
-            annotations.append({"segmentation": [[2, 3, 12, 3, 12, 11]], "area": 80.0, "iscrowd": 0,
-                                "image_id": image_id, "bbox": [2.0, 3.0, 10.0, 8.0],
-                                "category_id": categories[i % 3]["id"], "id": 1000 + len(annotations) + i})
-        coco = {"info": {"year": 2017}, "licenses": [], "images": images, "annotations": annotations,
-                "categories": categories}
+            annotations.append(
+                {
+                    "segmentation": [[2, 3, 12, 3, 12, 11]],
+                    "area": 80.0,
+                    "iscrowd": 0,
+                    "image_id": image_id,
+                    "bbox": [2.0, 3.0, 10.0, 8.0],
+                    "category_id": categories[i % 3]["id"],
+                    "id": 1000 + len(annotations) + i,
+                }
+            )
+        coco = {
+            "info": {"year": 2017},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
         (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": []}))
     return Fixture(root, sizes, {0: "person", 1: "car", 2: "toothbrush"})
@@ -192,10 +246,21 @@ def cppe5(root: Path) -> Fixture:
     `data/{train,test}-00000-of-00001.parquet`; features `image_id: int64`, `image: Image`, `width, height: int32`,
     `objects: Sequence({id: int64, area: int64, bbox: Sequence(float32, length=4) as x, y, width, height,
     category: ClassLabel([Coverall, Face_Shield, Gloves, Goggles, Mask])})`."""
-    fields = {"id": Value("int64"), "area": Value("int64"), "bbox": Sequence(Value("float32"), length=4),
-              "category": ClassLabel(names=CPPE5_NAMES)}
-    features = Features({"image_id": Value("int64"), "image": Image(), "width": Value("int32"),
-                         "height": Value("int32"), "objects": Sequence(fields)})
+    fields = {
+        "id": Value("int64"),
+        "area": Value("int64"),
+        "bbox": Sequence(Value("float32"), length=4),
+        "category": ClassLabel(names=CPPE5_NAMES),
+    }
+    features = Features(
+        {
+            "image_id": Value("int64"),
+            "image": Image(),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "objects": Sequence(fields),
+        }
+    )
     boxes = _coco_objects(boxes_xyxy=False)
 
     rows = functools.partial(_detection_rows, boxes, id_field="id", num_classes=5)
@@ -209,17 +274,27 @@ def scene_parse_150_export(root: Path) -> Fixture:
     `scene_parsing` and `instance_segmentation`; its parquet export has `scene_parsing/{train,validation,test}/
     NNNN.parquet` (train 20,210 / validation 2,000 / test 3,352), features `image: Image`, `annotation: Image` (label
     map, 0 = other, 1..150 = ADE20K's classes), `scene_category: ClassLabel(names=[...])`."""
-    features = Features({"image": Image(), "annotation": Image(),
-                         "scene_category": ClassLabel(names=["airport_terminal", "art_gallery", "badlands"])})
+    features = Features(
+        {
+            "image": Image(),
+            "annotation": Image(),
+            "scene_category": ClassLabel(names=["airport_terminal", "art_gallery", "badlands"]),
+        }
+    )
     for split, count in (("train", 4), ("validation", 2)):
         size = (32, 32) if split == "train" else EVAL_SIZE
-        rows = {"image": [_image(i, size) for i in range(count)],
-                "annotation": [_label_map(i, 150, size) for i in range(count)],
-                "scene_category": [i % 3 for i in range(count)]}
+        rows = {
+            "image": [_image(i, size) for i in range(count)],
+            "annotation": [_label_map(i, 150, size) for i in range(count)],
+            "scene_category": [i % 3 for i in range(count)],
+        }
         _write(rows, features, root / "scene_parsing" / split / "0000.parquet")
     instance = Features({"image": Image(), "annotation": Image()})
-    _write({"image": [_image(0)], "annotation": [_image(1)]}, instance,
-           root / "instance_segmentation" / "train" / "0000.parquet")
+    _write(
+        {"image": [_image(0)], "annotation": [_image(1)]},
+        instance,
+        root / "instance_segmentation" / "train" / "0000.parquet",
+    )
     return Fixture(root, {"train": 4, "validation": 2}, ade20k_labels())
 
 
@@ -253,5 +328,3 @@ def sidewalk_semantic(root: Path) -> Fixture:
     _write(rows, Features({"pixel_values": Image(), "label": Image()}), root / "data" / "train-00000-of-00001.parquet")
     (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in raw.items()}))
     return Fixture(root, {"train": 10}, {k - 1: v for k, v in raw.items() if k})
-
-

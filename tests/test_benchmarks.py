@@ -35,7 +35,8 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
         assert result["cpu_s_per_step"] > 0 and result["minor_faults_per_step"] >= 0 and result["gmacs_per_s"] > 0
         assert len(result["step_cpu_s"]) == len(result["step_minor_faults"]) == 1
     assert {(r["impl"], r["reference"], r["mode"]) for r in report["ratios"]} == {
-        ("pvt_hf", "transformers", "inference"), ("pvt_hf", "transformers", "train")
+        ("pvt_hf", "transformers", "inference"),
+        ("pvt_hf", "transformers", "train"),
     }
     assert all(r["cpu_ratio"] > 0 for r in report["ratios"])
     table = (tmp_path / "results.md").read_text()
@@ -47,8 +48,21 @@ def test_worker_runs_in_its_own_process(tmp_path):
     """What the harness does by default: one measurement in a fresh process, its result handed back as JSON."""
     weights = tmp_path / "weights.pt"
     torch.save(canonical_weights("pvt-v2-b0"), weights)
-    spec = dict(preset="pvt-v2-b0", task="backbone", impl="pvt_hf", mode="inference", batch=1, height=64, width=64,
-                warmup=1, repeats=1, device="cpu", dtype="fp32", threads=1, weights=str(weights))  # fmt: skip
+    spec = dict(
+        preset="pvt-v2-b0",
+        task="backbone",
+        impl="pvt_hf",
+        mode="inference",
+        batch=1,
+        height=64,
+        width=64,
+        warmup=1,
+        repeats=1,
+        device="cpu",
+        dtype="fp32",
+        threads=1,
+        weights=str(weights),
+    )
     result = harness.run_isolated(spec)
     assert result["status"] == "ok", result
     assert result["images_per_s"] > 0 and result["memory_method"].startswith("VmHWM")

@@ -23,10 +23,8 @@ from pvt_hf.conversion import (
     pvt_hf_to_official,
 )
 
-
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "convert"))
 from convert_pvt_checkpoint import main as convert_cli  # noqa: E402
-
 
 # ------------------------------------------------------------- every preset, official layout
 
@@ -65,17 +63,28 @@ def write_checkpoint(model, layout, folder):
     elif layout == "official-model":  # DeiT-style training checkpoint
         torch.save({"model": official, "epoch": 300, "optimizer": {}}, folder / "ckpt.pth")
     elif layout == "mm-state_dict":  # mmdet/mmseg: backbone. prefix, heads beside it, no ImageNet head
-        backbone = {f"backbone.{k}": v for k, v in official.items() if not k.startswith(("head.", "norm.", "cls_token"))}
+        backbone = {
+            f"backbone.{k}": v for k, v in official.items() if not k.startswith(("head.", "norm.", "cls_token"))
+        }
         heads = {"neck.fpn_convs.0.conv.weight": torch.zeros(2, 2), "decode_head.conv_seg.weight": torch.zeros(3)}
         torch.save({"meta": {"epoch": 12}, "state_dict": {**backbone, **heads}}, folder / "ckpt.pth")
     elif layout == "safetensors":
         save_file({k: v.contiguous() for k, v in official.items()}, folder / "ckpt.safetensors")
     elif layout == "timm":
-        save_file({k: v.contiguous() for k, v in TIMM_TO_OFFICIAL.apply(official, reverse=True)[0].items()}, folder / "ckpt.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in TIMM_TO_OFFICIAL.apply(official, reverse=True)[0].items()},
+            folder / "ckpt.safetensors",
+        )
     return next(folder.glob("ckpt.*"))
 
 
-LAYOUTS = {"official-raw": "official", "official-model": "official", "mm-state_dict": "official", "safetensors": "official", "timm": "timm"}
+LAYOUTS = {
+    "official-raw": "official",
+    "official-model": "official",
+    "mm-state_dict": "official",
+    "safetensors": "official",
+    "timm": "timm",
+}
 
 
 def assert_converted_folder_reproduces(model, folder, task):
@@ -94,7 +103,8 @@ def assert_converted_folder_reproduces(model, folder, task):
 
 
 @pytest.mark.parametrize(
-    "family, layout", [(f, layout) for f in ("v1", "v2", "v2-li") for layout in LAYOUTS if (f, layout) != ("v1", "timm")]
+    "family, layout",
+    [(f, layout) for f in ("v1", "v2", "v2-li") for layout in LAYOUTS if (f, layout) != ("v1", "timm")],
 )  # (timm has no PVT v1)
 def test_tiny_checkpoints_of_every_layout_convert_with_equal_outputs(tmp_path, family, layout):
     config = tiny_config(family, num_labels=1000)
@@ -120,7 +130,10 @@ def test_tiny_checkpoints_of_every_layout_convert_with_equal_outputs(tmp_path, f
 def test_full_size_official_checkpoints_convert_through_the_cli(tmp_path, name, capsys):
     model = random_model(PvtConfig.from_preset(name))
     path = write_checkpoint(model, "official-model", tmp_path)
-    assert convert_cli(["--source", "official", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--verify"]) == 0
+    assert (
+        convert_cli(["--source", "official", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--verify"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "every checkpoint tensor mapped; every model parameter filled" in out
     assert float(out.split("max |pvt_hf - transformers| = ")[1].split()[0]) < 1e-4
@@ -135,7 +148,17 @@ def test_transformers_checkpoint_folder_converts_and_verifies(tmp_path, family, 
     config = PvtConfig.from_preset({"v1": "pvt-tiny", "v2": "pvt-v2-b0", "v2-li": "pvt-v2-b2-li"}[family])
     reference = transformers_reference(config)
     reference.save_pretrained(tmp_path / "hf")
-    code = convert_cli(["--source", "transformers", "--checkpoint", str(tmp_path / "hf"), "--output", str(tmp_path / "out"), "--verify"])
+    code = convert_cli(
+        [
+            "--source",
+            "transformers",
+            "--checkpoint",
+            str(tmp_path / "hf"),
+            "--output",
+            str(tmp_path / "out"),
+            "--verify",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     loaded = PvtForImageClassification.from_pretrained(tmp_path / "out").eval()
     pixels = torch.randn(2, 3, 224, 224)
@@ -146,7 +169,19 @@ def test_transformers_checkpoint_folder_converts_and_verifies(tmp_path, family, 
 def test_mm_backbone_of_a_full_size_v1_checkpoint(tmp_path, capsys):
     model = random_model(PvtConfig.from_preset("pvt-small"))
     path = write_checkpoint(model, "mm-state_dict", tmp_path)
-    code = convert_cli(["--source", "official", "--checkpoint", str(path), "--task", "backbone", "--output", str(tmp_path / "out"), "--verify"])
+    code = convert_cli(
+        [
+            "--source",
+            "official",
+            "--checkpoint",
+            str(path),
+            "--task",
+            "backbone",
+            "--output",
+            str(tmp_path / "out"),
+            "--verify",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "2 checkpoint tensors left unused" in capsys.readouterr().out
     assert_converted_folder_reproduces(model, tmp_path / "out", "backbone")
@@ -159,7 +194,21 @@ def test_truncated_file_fails_with_a_clear_message(tmp_path, capsys):
     model = random_model(tiny_config("v2"))
     path = write_checkpoint(model, "official-raw", tmp_path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    assert convert_cli(["--source", "official", "--checkpoint", str(path), "--preset", "pvt-v2-b0", "--output", str(tmp_path / "o")]) == 1
+    assert (
+        convert_cli(
+            [
+                "--source",
+                "official",
+                "--checkpoint",
+                str(path),
+                "--preset",
+                "pvt-v2-b0",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "Cannot read checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -169,7 +218,12 @@ def test_checkpoint_missing_tensors_names_them(tmp_path, capsys):
     official = pvt_hf_to_official(model.state_dict())
     del official["block4.1.mlp.fc2.weight"], official["norm4.bias"]
     torch.save(official, tmp_path / "ckpt.pth")
-    assert convert_cli(["--source", "official", "--checkpoint", str(tmp_path / "ckpt.pth"), "--output", str(tmp_path / "o")]) == 1
+    assert (
+        convert_cli(
+            ["--source", "official", "--checkpoint", str(tmp_path / "ckpt.pth"), "--output", str(tmp_path / "o")]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "2 model parameters not filled" in err
     assert "pvt.encoder.stages.3.blocks.1.mlp.fc2.weight" in err and "pvt.encoder.stages.3.norm.bias" in err
@@ -178,7 +232,21 @@ def test_checkpoint_missing_tensors_names_them(tmp_path, capsys):
 def test_wrong_preset_is_refused_naming_the_contradictions(tmp_path, capsys):
     model = random_model(PvtConfig.from_preset("pvt-v2-b0"))
     path = write_checkpoint(model, "official-raw", tmp_path)
-    assert convert_cli(["--source", "official", "--checkpoint", str(path), "--preset", "pvt-v2-b1", "--output", str(tmp_path / "o")]) == 1
+    assert (
+        convert_cli(
+            [
+                "--source",
+                "official",
+                "--checkpoint",
+                str(path),
+                "--preset",
+                "pvt-v2-b1",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "contradicts" in err and "hidden_sizes: checkpoint [32, 64, 160, 256] vs config [64, 128, 320, 512]" in err
 
@@ -186,7 +254,9 @@ def test_wrong_preset_is_refused_naming_the_contradictions(tmp_path, capsys):
 def test_shape_mismatch_is_reported():
     official = pvt_hf_to_official(random_model(tiny_config("v2")).state_dict())
     official["block2.0.attn.q.bias"] = torch.zeros(7)
-    with pytest.raises(ConversionError, match=r"pvt.encoder.stages.1.blocks.0.attention.query.bias: checkpoint \(7,\) vs model \(32,\)"):
+    with pytest.raises(
+        ConversionError, match=r"pvt.encoder.stages.1.blocks.0.attention.query.bias: checkpoint \(7,\) vs model \(32,\)"
+    ):
         convert_state_dict(official, "official", config=tiny_config("v2"))
 
 
@@ -194,11 +264,18 @@ def test_checkpoint_of_another_architecture_fails(tmp_path, capsys):
     import transformers
 
     vit = transformers.ViTForImageClassification(
-        transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32)
+        transformers.ViTConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32
+        )
     )
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
     for source in ("official", "transformers", "timm"):
-        assert convert_cli(["--source", source, "--checkpoint", str(tmp_path / "vit.pth"), "--output", str(tmp_path / "o")]) == 1
+        assert (
+            convert_cli(
+                ["--source", source, "--checkpoint", str(tmp_path / "vit.pth"), "--output", str(tmp_path / "o")]
+            )
+            == 1
+        )
         assert "Not a PVT checkpoint" in capsys.readouterr().err
 
 
@@ -234,9 +311,12 @@ def test_converted_folder_serves_pipeline_with_imagenet_names_without_pvt_hf(tmp
     assert all(label in config["id2label"].values() for label in labels)
     result = subprocess.run(
         [sys.executable, "-I", "-c", CLEAN_PIPELINE, str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert "LABELS" in result.stdout, result.stderr[-3000:]
     clean_labels = eval(result.stdout.split("LABELS", 1)[1])
     assert len(clean_labels) == 3 and all(label in config["id2label"].values() for label in clean_labels)
@@ -281,26 +361,48 @@ def test_push_to_hub_creates_repo_and_uploads_the_folder(tmp_path, monkeypatch, 
             calls.append(("create_repo", repo_id, private, exist_ok))
 
         def upload_folder(self, folder_path, repo_id, commit_message):
-            calls.append(("upload_folder", sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir()), repo_id, commit_message))
+            calls.append(
+                (
+                    "upload_folder",
+                    sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir()),
+                    repo_id,
+                    commit_message,
+                )
+            )
             return "https://hub.example/commit/1"
 
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     path = write_checkpoint(random_model(PvtConfig.from_preset("pvt-v2-b0")), "official-raw", tmp_path)
-    code = convert_cli(["--source", "official", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--push_to_hub", "me/pvt-v2-b0"])
+    code = convert_cli(
+        [
+            "--source",
+            "official",
+            "--checkpoint",
+            str(path),
+            "--output",
+            str(tmp_path / "out"),
+            "--push_to_hub",
+            "me/pvt-v2-b0",
+        ]
+    )
     assert code == 0
     assert calls[1] == ("create_repo", "me/pvt-v2-b0", False, True)
     name, files, repo_id, message = calls[2]
     assert repo_id == "me/pvt-v2-b0" and "Convert official PVT checkpoint" in message
-    assert {"README.md", "config.json", "model.safetensors", "modeling_pvt.py", "preprocessor_config.json"} <= set(files)
+    assert {"README.md", "config.json", "model.safetensors", "modeling_pvt.py", "preprocessor_config.json"} <= set(
+        files
+    )
     assert "me/pvt-v2-b0" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_push_to_hub_without_network_or_token_says_what_to_do(tmp_path, monkeypatch, capsys):
     path = write_checkpoint(random_model(PvtConfig.from_preset("pvt-v2-b0")), "official-raw", tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = convert_cli(["--source", "official", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--push_to_hub", "me/x"])
+    code = convert_cli(
+        ["--source", "official", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--push_to_hub", "me/x"]
+    )
     assert code == 3
     err = capsys.readouterr().err
     assert "Cannot" in err and "is saved" in err and (tmp_path / "out" / "model.safetensors").exists()

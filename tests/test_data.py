@@ -17,7 +17,6 @@ from datasets import Image as ImageFeature  # noqa: E402
 
 from pvt_hf import ade20k_labels, data  # noqa: E402
 
-
 SHAPE_NAMES = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 SIZES = {"classification": (1437, 360), "detection": (200, 50), "segmentation": (200, 50)}
 
@@ -99,9 +98,15 @@ def test_embedded_defaults_are_deterministic(cache, tmp_path):
         assert data.embedded_dataset(task, str(tmp_path)) == again  # present: not rewritten
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
     layout = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*")}
-    assert {"digits-v1-seed0/train", "digits-v1-seed0/validation", "shapes-coco-v2-seed0/annotations",
-            "shapes-coco-v2-seed0/train", "shapes-ade20k-v2-seed0/images", "shapes-ade20k-v2-seed0/id2label.json",
-            "shapes-ade20k-v2-seed0/annotations"} <= layout
+    assert {
+        "digits-v1-seed0/train",
+        "digits-v1-seed0/validation",
+        "shapes-coco-v2-seed0/annotations",
+        "shapes-coco-v2-seed0/train",
+        "shapes-ade20k-v2-seed0/images",
+        "shapes-ade20k-v2-seed0/id2label.json",
+        "shapes-ade20k-v2-seed0/annotations",
+    } <= layout
 
 
 def test_training_split_and_aliases(cache):
@@ -115,17 +120,25 @@ def test_training_split_and_aliases(cache):
 def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):
     (tmp_path / "images").mkdir()
     rgb((50, 40)).save(tmp_path / "images" / "a.png")
-    coco = {"images": [{"id": 7, "file_name": "a.png", "width": 50, "height": 40}],
-            "categories": [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 90, "bbox": [1, 2, 10, 20]},
-                            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 4, 4], "iscrowd": 1}]}
+    coco = {
+        "images": [{"id": 7, "file_name": "a.png", "width": 50, "height": 40}],
+        "categories": [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 90, "bbox": [1, 2, 10, 20]},
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 4, 4], "iscrowd": 1},
+        ],
+    }
     (tmp_path / "train.json").write_text(json.dumps(coco))
     ds = data.load_task_dataset("detection", str(tmp_path), "train", streaming=False)
     assert data.label_names("detection", ds) == {0: "car", 1: "toothbrush"}
     (example,) = data.SkipCorrupt(ds, "detection")
     assert example["image_id"] == 7
-    assert example["objects"] == {"bbox": [[1, 2, 10, 20], [5, 5, 4, 4]], "category": [1, 0], "area": [200, 16],
-                                  "iscrowd": [0, 1]}
+    assert example["objects"] == {
+        "bbox": [[1, 2, 10, 20], [5, 5, 4, 4]],
+        "category": [1, 0],
+        "area": [200, 16],
+        "iscrowd": [0, 1],
+    }
 
 
 # ------------------------------------------------------------------- Hub schemas, without the Hub (adapters)
@@ -133,40 +146,67 @@ def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):
 
 def imagenet_like(n=6):
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["tench", "goldfish", "shark"])})
-    return Dataset.from_dict({"image": [rgb(value=i) for i in range(n)], "label": [i % 3 for i in range(n)]},
-                             features=features)
+    return Dataset.from_dict(
+        {"image": [rgb(value=i) for i in range(n)], "label": [i % 3 for i in range(n)]}, features=features
+    )
 
 
 def coco_xyxy_like():
     """detection-datasets/coco: objects {bbox_id, category, bbox (x0, y0, x1, y1), area}."""
-    features = Features({"image_id": Value("int64"), "image": ImageFeature(), "width": Value("int32"),
-                         "height": Value("int32"), "objects": Sequence({
-                             "bbox_id": Value("int64"), "category": ClassLabel(names=["person", "bicycle", "car"]),
-                             "bbox": Sequence(Value("float64"), length=4), "area": Value("int64")})})
-    objects = [{"bbox_id": [1, 2], "category": [2, 0], "bbox": [[1, 2, 11, 22], [0, 0, 5, 5]], "area": [200, 25]},
-               {"bbox_id": [3], "category": [1], "bbox": [[3, 3, 4, 4]], "area": [1]}]
-    return Dataset.from_dict({"image_id": [10, 11], "image": [rgb(), rgb()], "width": [40, 40], "height": [36, 36],
-                              "objects": objects}, features=features)
+    features = Features(
+        {
+            "image_id": Value("int64"),
+            "image": ImageFeature(),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "objects": Sequence(
+                {
+                    "bbox_id": Value("int64"),
+                    "category": ClassLabel(names=["person", "bicycle", "car"]),
+                    "bbox": Sequence(Value("float64"), length=4),
+                    "area": Value("int64"),
+                }
+            ),
+        }
+    )
+    objects = [
+        {"bbox_id": [1, 2], "category": [2, 0], "bbox": [[1, 2, 11, 22], [0, 0, 5, 5]], "area": [200, 25]},
+        {"bbox_id": [3], "category": [1], "bbox": [[3, 3, 4, 4]], "area": [1]},
+    ]
+    return Dataset.from_dict(
+        {"image_id": [10, 11], "image": [rgb(), rgb()], "width": [40, 40], "height": [36, 36], "objects": objects},
+        features=features,
+    )
 
 
 def cppe5_like(list_of_dicts=False):
     """cppe-5: objects {id, area, bbox (x, y, w, h), category}; also as a list of dicts, as some parquet exports."""
     names = ["Coverall", "Face_Shield", "Gloves", "Goggles", "Mask"]
-    fields = {"id": Value("int64"), "area": Value("int64"), "bbox": List(Value("float32"), length=4),
-              "category": ClassLabel(names=names)}
-    features = Features({"image_id": Value("int64"), "image": ImageFeature(),
-                         "objects": List(fields) if list_of_dicts else Sequence(fields)})
+    fields = {
+        "id": Value("int64"),
+        "area": Value("int64"),
+        "bbox": List(Value("float32"), length=4),
+        "category": ClassLabel(names=names),
+    }
+    features = Features(
+        {
+            "image_id": Value("int64"),
+            "image": ImageFeature(),
+            "objects": List(fields) if list_of_dicts else Sequence(fields),
+        }
+    )
     objects = [{"id": [1], "area": [30], "bbox": [[2.0, 3.0, 5.0, 6.0]], "category": [4]}]
     if list_of_dicts:
-        objects = [[dict(zip(o, values)) for values in zip(*o.values())] for o in objects]
+        objects = [[dict(zip(o, values, strict=True)) for values in zip(*o.values(), strict=True)] for o in objects]
     return Dataset.from_dict({"image_id": [5], "image": [rgb()], "objects": objects}, features=features), names
 
 
 def scene_parse_like():
     label_map = Image.fromarray(np.arange(36 * 40).reshape(36, 40).astype(np.uint8) % 151)
-    return Dataset.from_dict({"image": [rgb()], "annotation": [label_map], "scene_category": [3]},
-                             features=Features({"image": ImageFeature(), "annotation": ImageFeature(),
-                                                "scene_category": Value("int64")}))
+    return Dataset.from_dict(
+        {"image": [rgb()], "annotation": [label_map], "scene_category": [3]},
+        features=Features({"image": ImageFeature(), "annotation": ImageFeature(), "scene_category": Value("int64")}),
+    )
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
@@ -181,7 +221,11 @@ def test_hub_schema_adapters(streaming):
     assert data.label_names("detection", ds) == {0: "person", 1: "bicycle", 2: "car"}
     first, second = data.SkipCorrupt(ds, "detection")
     assert first["image_id"] == 10 and first["objects"] == {
-        "bbox": [[1, 2, 10, 20], [0, 0, 5, 5]], "category": [2, 0], "area": [200, 25], "iscrowd": [0, 0]}
+        "bbox": [[1, 2, 10, 20], [0, 0, 5, 5]],
+        "category": [2, 0],
+        "area": [200, 25],
+        "iscrowd": [0, 0],
+    }
     assert second["objects"]["bbox"] == [[3, 3, 1, 1]]
 
     for list_of_dicts in (False, True):
@@ -223,11 +267,13 @@ def test_parquet_sources(tmp_path):
             ds = data.load_task_dataset("detection", str(source), "train", streaming=streaming, bbox_format="xywh")
             assert data.label_names("detection", ds) == dict(enumerate(names))
             assert [e["objects"]["bbox"] for e in data.SkipCorrupt(ds, "detection")] == [[[2, 3, 5, 6]]]
-        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "validation", streaming=streaming,
-                                     bbox_format="xywh")
+        ds = data.load_task_dataset(
+            "detection", str(tmp_path / "folder"), "validation", streaming=streaming, bbox_format="xywh"
+        )
         assert [e["image_id"] for e in data.SkipCorrupt(ds, "detection")] == [5]
-        ds = data.load_task_dataset("detection", str(tmp_path / "folder"), "train", streaming=streaming,
-                                     bbox_format="xywh")
+        ds = data.load_task_dataset(
+            "detection", str(tmp_path / "folder"), "train", streaming=streaming, bbox_format="xywh"
+        )
         assert [e["image_id"] for e in data.SkipCorrupt(ds, "detection")] == [5, 5]
     imagenet_like(4).to_parquet(tmp_path / "imagenet.parquet")
     ds = data.load_task_dataset("classification", str(tmp_path / "imagenet.parquet"), "train")  # a file: one split
@@ -259,9 +305,11 @@ def test_corrupt_images_in_an_image_folder_are_skipped_and_counted(tmp_path, cap
 
 def test_corrupt_detection_and_segmentation_samples_are_skipped(cache, tmp_path):
     cppe5, _ = cppe5_like()
-    bad = [{"id": [1], "area": [30], "bbox": [[2.0, float("nan"), 5.0, 6.0]], "category": [4]},  # NaN box
-           {"id": [1], "area": [30], "bbox": [[2.0, 3.0, -5.0, 6.0]], "category": [4]},  # negative width
-           {"id": [1, 2], "area": [30, 1], "bbox": [[2.0, 3.0, 5.0, 6.0]], "category": [4, 1]}]  # lengths differ
+    bad = [
+        {"id": [1], "area": [30], "bbox": [[2.0, float("nan"), 5.0, 6.0]], "category": [4]},  # NaN box
+        {"id": [1], "area": [30], "bbox": [[2.0, 3.0, -5.0, 6.0]], "category": [4]},  # negative width
+        {"id": [1, 2], "area": [30, 1], "bbox": [[2.0, 3.0, 5.0, 6.0]], "category": [4, 1]},
+    ]  # lengths differ
     rows = Dataset.from_dict({"image_id": [6, 7, 8], "image": [rgb()] * 3, "objects": bad}, features=cppe5.features)
     for streaming in (False, True):
         mixed = datasets.concatenate_datasets([cppe5, rows])
@@ -270,8 +318,14 @@ def test_corrupt_detection_and_segmentation_samples_are_skipped(cache, tmp_path)
         assert [e["image_id"] for e in examples] == [5] and examples.skipped == 3
 
     # missing keys and undecodable bytes, straight from an iterable of dicts
-    examples = data.SkipCorrupt([{"label": 1}, {"image": {"bytes": b"xx", "path": None}, "label": 0},
-                                 {"image": {"bytes": png_bytes(rgb()), "path": None}, "label": 2}], "classification")
+    examples = data.SkipCorrupt(
+        [
+            {"label": 1},
+            {"image": {"bytes": b"xx", "path": None}, "label": 0},
+            {"image": {"bytes": png_bytes(rgb()), "path": None}, "label": 2},
+        ],
+        "classification",
+    )
     assert [e["label"] for e in examples] == [2] and examples.skipped == 2
 
     # an ADE folder with a label map of the wrong size and one missing
@@ -293,8 +347,14 @@ def test_decode_example_label_maps():
     with pytest.raises(ValueError, match="single-channel"):
         data.decode_example({"image": rgb((2, 2)), "annotation": rgb((2, 2))}, "segmentation")
     with pytest.raises(ValueError, match="bad box"):
-        data.decode_example({"image": rgb(), "image_id": 1, "objects": {
-            "bbox": [[1, 2, 3]], "category": [0], "area": [1.0], "iscrowd": [0]}}, "detection")
+        data.decode_example(
+            {
+                "image": rgb(),
+                "image_id": 1,
+                "objects": {"bbox": [[1, 2, 3]], "category": [0], "area": [1.0], "iscrowd": [0]},
+            },
+            "detection",
+        )
 
 
 # ----------------------------------------------------------------------------------- sharding, shuffling

@@ -39,8 +39,18 @@ FIXTURES = {  # the rows of README.md's Datasets table -> the local copy of that
 SCRIPT_DATASETS = ("ILSVRC/imagenet-1k", "frgfm/imagenette", "scene_parse_150")
 TINY = {  # 2 steps of a small model at a small size
     "run_image_classification.py": ["--model_name_or_path", "pvt-v2-b0", "--image_size", "32"],
-    "run_object_detection.py": ["--model_name_or_path", "pvt-v2-b0-deformable-detr-coco", "--transformer_size", "small",
-                                "--image_size", "64", "--min_scale", "48", "--max_size", "64"],
+    "run_object_detection.py": [
+        "--model_name_or_path",
+        "pvt-v2-b0-deformable-detr-coco",
+        "--transformer_size",
+        "small",
+        "--image_size",
+        "64",
+        "--min_scale",
+        "48",
+        "--max_size",
+        "64",
+    ],
     "run_semantic_segmentation.py": ["--model_name_or_path", "pvt-v2-b0-semantic-fpn-ade20k", "--image_size", "32"],
 }
 COMMON = ["--max_train_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4"]
@@ -49,7 +59,9 @@ COMMON = ["--max_train_steps", "2", "--per_device_train_batch_size", "2", "--per
 def documented_commands():
     table = (ROOT / "README.md").read_text().split("### Datasets", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (.+?) \| `(run_\w+\.py) (.+?)` \|", table, re.MULTILINE)
-    assert {name for name, _, _ in rows} == set(FIXTURES), "README.md's Datasets table and the fixtures list other datasets"
+    assert {name for name, _, _ in rows} == set(FIXTURES), (
+        "README.md's Datasets table and the fixtures list other datasets"
+    )
     return rows
 
 

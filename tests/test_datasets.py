@@ -8,10 +8,10 @@ import conftest  # noqa: F401  (HF_HUB_OFFLINE)
 import dataset_fixtures as fx
 import pytest
 
-datasets = pytest.importorskip("datasets")
-from datasets import IterableDataset
-
 from pvt_hf import data
+
+datasets = pytest.importorskip("datasets")
+IterableDataset = datasets.IterableDataset
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,20 +25,30 @@ def hf_cache(tmp_path_factory):
 # (fixture builder, task, load_splits arguments besides the source, expected train / eval split names)
 CASES = {
     "imagenet-1k parquet export": (fx.imagenet_parquet_export, "classification", {}, ("train", "validation")),
-    "timm/imagenet-1k-wds": (fx.imagenet_webdataset, "classification", {"label_names": "imagenet-1k"},
-                             ("train", "validation")),
+    "timm/imagenet-1k-wds": (
+        fx.imagenet_webdataset,
+        "classification",
+        {"label_names": "imagenet-1k"},
+        ("train", "validation"),
+    ),
     "imagenet parquet mirror": (fx.imagenet_parquet_mirror, "classification", {}, ("train", "validation")),
-    "frgfm/imagenette 160px": (fx.imagenette_parquet_export, "classification", {"dataset_config_name": "160px"},
-                               ("train", "validation")),
+    "frgfm/imagenette 160px": (
+        fx.imagenette_parquet_export,
+        "classification",
+        {"dataset_config_name": "160px"},
+        ("train", "validation"),
+    ),
     "detection-datasets/coco": (fx.detection_datasets_coco, "detection", {"bbox_format": "xyxy"}, ("train", "val")),
     "coco 2017 folder": (fx.coco2017_folder, "detection", {}, ("train2017", "val2017")),
     "cppe-5": (fx.cppe5, "detection", {"bbox_format": "xywh"}, ("train", "test")),
-    "scene_parse_150 export": (fx.scene_parse_150_export, "segmentation",
-                               {"dataset_config_name": "scene_parsing", "label_names": "ade20k"},
-                               ("train", "validation")),
+    "scene_parse_150 export": (
+        fx.scene_parse_150_export,
+        "segmentation",
+        {"dataset_config_name": "scene_parsing", "label_names": "ade20k"},
+        ("train", "validation"),
+    ),
     "ADEChallengeData2016": (fx.ade_challenge_folder, "segmentation", {}, ("training", "validation")),
-    "segments/sidewalk-semantic": (fx.sidewalk_semantic, "segmentation", {"train_val_split": 0.3},
-                                   ("train", "train")),
+    "segments/sidewalk-semantic": (fx.sidewalk_semantic, "segmentation", {"train_val_split": 0.3}, ("train", "train")),
 }
 
 
@@ -64,7 +74,8 @@ def test_published_layouts_load(name, streaming, tmp_path):
         assert (splits.train_size, splits.eval_size) == reported
     example = train[0]
     assert set(example) == set(data.DEFAULT_COLUMNS[task]) - {"objects", "bbox", "category", "area", "iscrowd"} | (
-        {"objects"} if task == "detection" else set())
+        {"objects"} if task == "detection" else set()
+    )
     if task == "detection":  # canonical xywh whatever the source's format: the fixture's first box is 10x8 at (2, 3)
         assert example["objects"]["bbox"][0] == [2, 3, 10, 8]
 
@@ -122,12 +133,16 @@ def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatc
     imagenet = fx.imagenet_parquet_export(tmp_path / "imagenet")
     scene = fx.scene_parse_150_export(tmp_path / "scene")
     imagenette = fx.imagenette_parquet_export(tmp_path / "imagenette")
-    calls = _fake_hub(monkeypatch, {"ILSVRC/imagenet-1k": imagenet.root, "scene_parse_150": scene.root,
-                                    "frgfm/imagenette": imagenette.root},
-                      script_ids=("ILSVRC/imagenet-1k", "scene_parse_150", "frgfm/imagenette"))
+    calls = _fake_hub(
+        monkeypatch,
+        {"ILSVRC/imagenet-1k": imagenet.root, "scene_parse_150": scene.root, "frgfm/imagenette": imagenette.root},
+        script_ids=("ILSVRC/imagenet-1k", "scene_parse_150", "frgfm/imagenette"),
+    )
     splits = data.load_splits("classification", dataset_name="ILSVRC/imagenet-1k")
-    assert calls == [("ILSVRC/imagenet-1k", None, None, None),
-                     ("ILSVRC/imagenet-1k", None, "default", "refs/convert/parquet")]
+    assert calls == [
+        ("ILSVRC/imagenet-1k", None, None, None),
+        ("ILSVRC/imagenet-1k", None, "default", "refs/convert/parquet"),
+    ]
     assert (splits.train_split, splits.eval_split, splits.train_size, splits.eval_size) == ("train", "validation", 6, 3)
     assert splits.id2label == imagenet.id2label
 
@@ -150,9 +165,11 @@ def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatc
 def test_hub_ids_with_documented_defaults(tmp_path, monkeypatch):
     """What the cards document (timm's wds: ImageNet's names; detection-datasets/coco: xyxy boxes; sidewalk: its
     id2label.json) is used by Hub id, still validated."""
-    repos = {"timm/imagenet-1k-wds": fx.imagenet_webdataset(tmp_path / "wds").root,
-             "detection-datasets/coco": fx.detection_datasets_coco(tmp_path / "coco").root,
-             "segments/sidewalk-semantic": fx.sidewalk_semantic(tmp_path / "sidewalk").root}
+    repos = {
+        "timm/imagenet-1k-wds": fx.imagenet_webdataset(tmp_path / "wds").root,
+        "detection-datasets/coco": fx.detection_datasets_coco(tmp_path / "coco").root,
+        "segments/sidewalk-semantic": fx.sidewalk_semantic(tmp_path / "sidewalk").root,
+    }
     calls, downloads = _fake_hub(monkeypatch, repos), _fake_downloads(monkeypatch, repos)
     splits = data.load_splits("classification", dataset_name="timm/imagenet-1k-wds")
     assert calls[-1] == ("timm/imagenet-1k-wds", None, None, None)
@@ -210,10 +227,10 @@ def test_unlabelled_rows_are_never_used(tmp_path):
     with pytest.raises(ValueError, match="unlabelled"):
         data.load_splits("classification", dataset_name=str(mirror), train_split="test")
     mixed = tmp_path / "mixed.parquet"
-    datasets.Dataset.from_dict(fx._classification_rows(6, 0, labels=[0, -1, 2, -1, 1, 0]),
-                               features=datasets.Features({"image": datasets.Image(),
-                                                           "label": datasets.ClassLabel(names=fx.IMAGENET_NAMES)}),
-                               ).to_parquet(str(mixed))
+    datasets.Dataset.from_dict(
+        fx._classification_rows(6, 0, labels=[0, -1, 2, -1, 1, 0]),
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=fx.IMAGENET_NAMES)}),
+    ).to_parquet(str(mixed))
     for streaming in (False, True):
         splits = data.load_splits("classification", dataset_name=str(mixed), train_val_split=0.5, streaming=streaming)
         labels = [e["label"] for ds in (splits.train, splits.eval) for e in data.SkipCorrupt(ds, "classification")]
@@ -241,7 +258,10 @@ def test_train_dir_and_validation_dir(tmp_path):
     with pytest.raises(ValueError, match="training data"):
         data.load_splits("classification", train_dir=str(mirror), validation_dir=str(mirror) + "/")
     export = fx.imagenet_parquet_export(tmp_path / "export").root
-    splits = data.load_splits("classification", train_dir=str(mirror / "data" / "train-*.parquet"),
-                              validation_dir=str(export / "default" / "validation"))
+    splits = data.load_splits(
+        "classification",
+        train_dir=str(mirror / "data" / "train-*.parquet"),
+        validation_dir=str(export / "default" / "validation"),
+    )
     assert (splits.train_size, splits.eval_size) == (9, 3)
     assert len(list(data.SkipCorrupt(splits.eval, "classification"))) == 3

@@ -30,13 +30,20 @@ from pvt_hf import (
 )
 from pvt_hf.conversion import ConversionError, convert_state_dict, pvt_hf_to_official
 
-
 # v1 paper Table 5 and v2 paper Table 5: Semantic FPN on ADE20K (150 classes), params (M) and GFLOPs at 512x512.
 SEMANTIC_FPN_PAPER = {
-    "pvt-tiny": (17.0, None), "pvt-small": (28.2, None), "pvt-medium": (48.0, None), "pvt-large": (65.1, None),
-    "pvt-v2-b0": (7.6, 25.0), "pvt-v2-b1": (17.8, 34.2), "pvt-v2-b2": (29.1, 45.8), "pvt-v2-b2-li": (26.3, 41.0),
-    "pvt-v2-b3": (49.0, 62.4), "pvt-v2-b4": (66.3, 81.3), "pvt-v2-b5": (85.7, 91.1),
-}  # fmt: skip
+    "pvt-tiny": (17.0, None),
+    "pvt-small": (28.2, None),
+    "pvt-medium": (48.0, None),
+    "pvt-large": (65.1, None),
+    "pvt-v2-b0": (7.6, 25.0),
+    "pvt-v2-b1": (17.8, 34.2),
+    "pvt-v2-b2": (29.1, 45.8),
+    "pvt-v2-b2-li": (26.3, 41.0),
+    "pvt-v2-b3": (49.0, 62.4),
+    "pvt-v2-b4": (66.3, 81.3),
+    "pvt-v2-b5": (85.7, 91.1),
+}
 
 
 def meta_semantic_fpn(backbone):
@@ -72,22 +79,33 @@ def test_semantic_fpn_is_the_papers_head():
 # ------------------------------------------------------------- tiny models of every head
 
 SMALL_DETR = dict(
-    num_labels=3, d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-    encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10,
-)  # fmt: skip
+    num_labels=3,
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    num_queries=10,
+)
 
 
 def segmentation_model(head, family="v2", **overrides):
     small = dict(num_labels=5, fpn_channels=16, hidden_size=8 if head == "semantic_fpn" else 16, auxiliary_channels=8)
     config = PvtSegmentationConfig(
-        backbone_config=tiny_config(family, num_labels=0), decode_head=head, **{**small, "use_auxiliary_head": True, **overrides}
+        backbone_config=tiny_config(family, num_labels=0),
+        decode_head=head,
+        **{**small, "use_auxiliary_head": True, **overrides},
     )
     return PvtForSemanticSegmentation(config)
 
 
 def detection_model(kind, family="v1", **overrides):
     if kind == "detr":
-        return PvtForObjectDetection(PvtDetrConfig(backbone_config=tiny_config(family, num_labels=0), **{**SMALL_DETR, **overrides}))
+        return PvtForObjectDetection(
+            PvtDetrConfig(backbone_config=tiny_config(family, num_labels=0), **{**SMALL_DETR, **overrides})
+        )
     config = PvtDeformableDetrConfig(backbone_config=tiny_config(family, num_labels=0), **{**SMALL_DETR, **overrides})
     return PvtDeformableDetrForObjectDetection(config)
 
@@ -172,7 +190,12 @@ def test_detr_defaults_are_the_papers_setup():
     config = PvtDetrConfig()
     backbone = config.backbone_config
     assert backbone.depths == [3, 4, 6, 3] and backbone.absolute_pos_embed and backbone.out_features == ["stage4"]
-    assert (config.encoder_layers, config.decoder_layers, config.d_model, config.encoder_attention_heads) == (6, 6, 256, 8)
+    assert (config.encoder_layers, config.decoder_layers, config.d_model, config.encoder_attention_heads) == (
+        6,
+        6,
+        256,
+        8,
+    )
     assert (config.encoder_ffn_dim, config.decoder_ffn_dim, config.num_queries) == (2048, 2048, 100)
     assert (config.class_cost, config.bbox_cost, config.giou_cost) == (1, 5, 2)
     assert (config.bbox_loss_coefficient, config.giou_loss_coefficient, config.eos_coefficient) == (5, 2, 0.1)
@@ -235,13 +258,16 @@ def test_detr_processor_any_mode_padding_and_targets():
     big = Image.fromarray(rng.integers(0, 255, (300, 401, 3), dtype=np.uint8))
     small = Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8))  # grayscale, under 32 px
     annotations = [
-        {"image_id": 1, "annotations": [
-            {"bbox": [10, 10, 50, 60], "category_id": 2, "area": 3000},
-            {"bbox": [390, 290, 40, 40], "category_id": 1, "area": 1600},  # partly outside: clipped
-            {"bbox": [10, 10, 0, 20], "category_id": 0, "area": 0},  # zero width: dropped
-        ]},
+        {
+            "image_id": 1,
+            "annotations": [
+                {"bbox": [10, 10, 50, 60], "category_id": 2, "area": 3000},
+                {"bbox": [390, 290, 40, 40], "category_id": 1, "area": 1600},  # partly outside: clipped
+                {"bbox": [10, 10, 0, 20], "category_id": 0, "area": 0},  # zero width: dropped
+            ],
+        },
         {"image_id": 2, "annotations": []},  # no objects
-    ]  # fmt: skip
+    ]
     for mode in ("RGB", "L", "RGBA", "CMYK", "P"):
         out = PvtDetrImageProcessor()([big.convert(mode), small], annotations=annotations, return_tensors="pt")
         assert out.pixel_values.shape[:2] == (2, 3) and out.pixel_mask.shape == (2, *out.pixel_values.shape[-2:])
@@ -257,7 +283,9 @@ def test_segmentation_processor_reduces_ade20k_labels_and_checks_sizes():
     image = Image.fromarray(rng.integers(0, 255, (300, 401, 3), dtype=np.uint8)).convert("CMYK")
     label_map = np.zeros((300, 401), dtype=np.uint8)
     label_map[:, 200:] = 7
-    out = PvtSegmentationImageProcessor(do_reduce_labels=True)(image, segmentation_maps=Image.fromarray(label_map), return_tensors="pt")
+    out = PvtSegmentationImageProcessor(do_reduce_labels=True)(
+        image, segmentation_maps=Image.fromarray(label_map), return_tensors="pt"
+    )
     assert out.pixel_values.shape == (1, 3, 512, 512) and set(out.labels.unique().tolist()) == {6, 255}
     with pytest.raises(ValueError, match=r"segmentation_maps\[0\] is \(300, 400\)"):
         PvtSegmentationImageProcessor()(image, segmentation_maps=Image.fromarray(label_map[:, :400]))
@@ -268,7 +296,11 @@ def test_visualization_draws_boxes_and_segmentation(tmp_path):
     detections = [{"score": 0.9, "label": "cat", "box": {"xmin": 20, "ymin": 30, "xmax": 120, "ymax": 90}}]
     drawn = np.asarray(draw_detections(image, detections, path=tmp_path / "det.png"))
     assert drawn[60, 20].any() and not drawn[60, 60].any()  # the outline, not the inside
-    result = {"scores": torch.tensor([0.5]), "labels": torch.tensor([1]), "boxes": torch.tensor([[5.0, 5.0, 50.0, 50.0]])}
+    result = {
+        "scores": torch.tensor([0.5]),
+        "labels": torch.tensor([1]),
+        "boxes": torch.tensor([[5.0, 5.0, 50.0, 50.0]]),
+    }
     assert draw_detections(image, result, id2label={1: "dog"}).getpixel((5, 30)) != (0, 0, 0)
     segmentation = torch.zeros(100, 200, dtype=torch.long)
     segmentation[:, 100:] = 255  # ignored: left uncoloured
@@ -307,7 +339,9 @@ CLEAN_PIPELINES = textwrap.dedent(
 
 
 def test_detection_and_segmentation_pipelines_on_saved_folders(tmp_path):
-    detr = save_folder(detection_model("detr", id2label={0: "a", 1: "b", 2: "c"}), PvtDetrImageProcessor(), tmp_path / "detr")
+    detr = save_folder(
+        detection_model("detr", id2label={0: "a", 1: "b", 2: "c"}), PvtDetrImageProcessor(), tmp_path / "detr"
+    )
     seg = save_folder(segmentation_model("semantic_fpn"), PvtSegmentationImageProcessor(), tmp_path / "seg")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (481, 643, 3), dtype=np.uint8))
     boxes = pipeline("object-detection", model=detr, trust_remote_code=False)(image, threshold=0.0)
@@ -319,9 +353,12 @@ def test_detection_and_segmentation_pipelines_on_saved_folders(tmp_path):
     assert len(pipeline("object-detection", model=deformable, trust_remote_code=False)(image, threshold=0.0)) == 10
     result = subprocess.run(
         [sys.executable, "-I", "-c", CLEAN_PIPELINES, detr, seg],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert "OK 10 ['box', 'label', 'score']" in result.stdout and "(643, 481)" in result.stdout, result.stderr[-3000:]
 
 
@@ -361,7 +398,9 @@ def mmseg_checkpoint(model):
 def test_official_semantic_fpn_checkpoints_convert_exactly(family):
     model = segmentation_model("semantic_fpn", family, use_auxiliary_head=False).eval()
     checkpoint = mmseg_checkpoint(model)
-    state_dict, config, report = convert_state_dict(checkpoint["state_dict"], "official", "semantic-fpn", config=model.config)
+    state_dict, config, report = convert_state_dict(
+        checkpoint["state_dict"], "official", "semantic-fpn", config=model.config
+    )
     assert report.ok and report.missing_keys == [] and report.unused_keys == []
     converted = PvtForSemanticSegmentation(config).eval()
     converted.load_state_dict(state_dict, strict=True)

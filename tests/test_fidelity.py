@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from conftest import tiny_config, transformers_reference
+from torch.utils.flop_counter import FlopCounterMode
 
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, count_macs
 from pvt_hf.conversion import convert_state_dict
 from pvt_hf.reference import give_transformers_v1_tables
-
 
 # Exact parameter counts of the official model definitions with a 1000-class head, the MACs measured on the official
 # code, and the papers' GFLOPs (shared/reference/pvt_reference_numbers.md).
@@ -134,8 +133,11 @@ def test_position_embedding_interpolation_is_the_official_formula():
     model = PvtForImageClassification(config)
     embedding = model.pvt.encoder.stages[0].position_embedding
     expected = official_interpolation(embedding.table.detach(), embedding.grid_size, 37, 51)
+
     def zeros(height, width, prefix=0):  # tokens of zeros: the module's output is then the embedding itself
-        return torch.zeros(1, prefix + height * width, embedding.table.shape[-1] if not prefix else last.table.shape[-1])
+        return torch.zeros(
+            1, prefix + height * width, embedding.table.shape[-1] if not prefix else last.table.shape[-1]
+        )
 
     last = model.pvt.encoder.stages[3].position_embedding
     torch.testing.assert_close(embedding(zeros(37, 51), 37, 51, with_cls_token=False), expected)

@@ -11,13 +11,7 @@ import torch
 import transformers
 from conftest import tiny_config
 from PIL import Image
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageClassification,
-    pipeline,
-)
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtHfImageProcessor, PvtModel
 
@@ -65,9 +59,17 @@ def detection_targets():
 
 
 SMALL_DETR = dict(
-    num_labels=3, d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-    encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, use_pretrained_backbone=False,
-)  # fmt: skip
+    num_labels=3,
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    num_queries=10,
+    use_pretrained_backbone=False,
+)
 
 
 def build_head(name):
@@ -82,14 +84,25 @@ def build_head(name):
     if name == "upernet":
         config = transformers.UperNetConfig(
             backbone_config=backbone_config("stage1", "stage2", "stage3", "stage4"),
-            num_labels=5, hidden_size=32, auxiliary_channels=16, use_auxiliary_head=True,
-        )  # fmt: skip
+            num_labels=5,
+            hidden_size=32,
+            auxiliary_channels=16,
+            use_auxiliary_head=True,
+        )
         return transformers.UperNetForSemanticSegmentation(config), dict(labels=torch.randint(0, 5, (2, 96, 128)))
     config = transformers.Mask2FormerConfig(
         backbone_config=backbone_config("stage1", "stage2", "stage3", "stage4"),
-        num_labels=3, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2,
-        num_queries=10, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2,
-    )  # fmt: skip
+        num_labels=3,
+        hidden_dim=32,
+        mask_feature_size=32,
+        feature_size=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_queries=10,
+        encoder_feedforward_dim=32,
+        dim_feedforward=32,
+        num_attention_heads=2,
+    )
     masks = [torch.zeros(1, 96, 128), torch.zeros(2, 96, 128)]
     masks[0][0, 10:40, 10:50] = 1
     masks[1][0, :30] = 1
@@ -163,7 +176,15 @@ def test_saved_folder_is_self_contained(tmp_path, family):
     torch.save(pixels, tmp_path / "pixels.pt")
     torch.save(logits, tmp_path / "logits.pt")
     result = subprocess.run(
-        [sys.executable, "-I", "-c", CLEAN_PROCESS, str(folder), str(tmp_path / "pixels.pt"), str(tmp_path / "logits.pt")],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            CLEAN_PROCESS,
+            str(folder),
+            str(tmp_path / "pixels.pt"),
+            str(tmp_path / "logits.pt"),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -213,7 +234,9 @@ def test_processor_accepts_numpy_and_torch_batches():
 
 
 def test_image_classification_pipeline_on_a_saved_folder(tmp_path):
-    config = tiny_config("v2", num_labels=3, id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2})
+    config = tiny_config(
+        "v2", num_labels=3, id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2}
+    )
     PvtForImageClassification(config).save_pretrained(tmp_path)
     PvtHfImageProcessor().save_pretrained(tmp_path)
     classify = pipeline("image-classification", model=str(tmp_path))

@@ -21,15 +21,25 @@ from pvt_hf import (
 )
 from pvt_hf.transfer import find_backbone
 
-
 SMALL_MASK2FORMER = dict(
-    num_labels=3, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2,
-    num_queries=10, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2, train_num_points=1024,
-)  # fmt: skip
+    num_labels=3,
+    hidden_dim=32,
+    mask_feature_size=32,
+    feature_size=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    num_queries=10,
+    encoder_feedforward_dim=32,
+    dim_feedforward=32,
+    num_attention_heads=2,
+    train_num_points=1024,
+)
 
 
 def mask2former_model(family="v2", **overrides):
-    config = PvtMask2FormerConfig(backbone_config=tiny_config(family, num_labels=0), **{**SMALL_MASK2FORMER, **overrides})
+    config = PvtMask2FormerConfig(
+        backbone_config=tiny_config(family, num_labels=0), **{**SMALL_MASK2FORMER, **overrides}
+    )
     return PvtMask2FormerForUniversalSegmentation(config)
 
 
@@ -88,9 +98,16 @@ def test_ade20k_presets_are_mask2formers_semantic_setup():
     assert len(MASK2FORMER_PRESETS) == len(PRESETS) and "pvt-v2-b2-mask2former-ade20k" in MASK2FORMER_PRESETS
     config = PvtMask2FormerConfig.from_preset("pvt-v2-b2-mask2former-ade20k")
     assert config.num_labels == 150 and config.id2label[0] == "wall"
-    assert config.backbone_config.depths == [3, 4, 6, 3] and config.backbone_config.out_features == [f"stage{i}" for i in range(1, 5)]
+    assert config.backbone_config.depths == [3, 4, 6, 3] and config.backbone_config.out_features == [
+        f"stage{i}" for i in range(1, 5)
+    ]
     assert (config.num_queries, config.hidden_dim, config.encoder_layers, config.decoder_layers) == (100, 256, 6, 10)
-    assert (config.class_weight, config.mask_weight, config.dice_weight, config.no_object_weight) == (2.0, 5.0, 5.0, 0.1)
+    assert (config.class_weight, config.mask_weight, config.dice_weight, config.no_object_weight) == (
+        2.0,
+        5.0,
+        5.0,
+        0.1,
+    )
     processor = PvtMask2FormerImageProcessor()
     assert processor.do_reduce_labels and processor.ignore_index == 255 and processor.size.shortest_edge == 512
     with torch.device("meta"):
@@ -107,7 +124,9 @@ def test_saved_model_round_trips_exactly(tmp_path):
     assert type(loaded) is PvtMask2FormerForUniversalSegmentation
     pixels = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        assert torch.equal(model(pixel_values=pixels).masks_queries_logits, loaded(pixel_values=pixels).masks_queries_logits)
+        assert torch.equal(
+            model(pixel_values=pixels).masks_queries_logits, loaded(pixel_values=pixels).masks_queries_logits
+        )
 
 
 CLEAN_PIPELINE = textwrap.dedent(
@@ -139,10 +158,15 @@ def test_pipeline_serves_the_saved_folder_with_and_without_pvt_hf(tmp_path):
     assert isinstance(segment(image, threshold=0.0), list)  # default subtask (panoptic post-processing)
     result = subprocess.run(
         [sys.executable, "-I", "-c", CLEAN_PIPELINE, str(folder)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert "OK PvtMask2FormerForUniversalSegmentation" in result.stdout and "(103, 81)" in result.stdout, result.stderr[-3000:]
+    )
+    assert "OK PvtMask2FormerForUniversalSegmentation" in result.stdout and "(103, 81)" in result.stdout, result.stderr[
+        -3000:
+    ]
 
 
 def test_segmentation_script_trains_and_evaluates_a_mask2former(tmp_path):
@@ -156,9 +180,19 @@ def test_segmentation_script_trains_and_evaluates_a_mask2former(tmp_path):
     mask2former_model(num_labels=len(labels), id2label=labels).save_pretrained(tmp_path / "tiny")
     output = tmp_path / "run"
     run_script(
-        "run_semantic_segmentation.py", output, "--model_name_or_path", str(tmp_path / "tiny"), "--max_train_steps", "2",
-        "--per_device_train_batch_size", "2", "--max_train_samples", "8", "--max_eval_samples", "4",
-    )  # fmt: skip
+        "run_semantic_segmentation.py",
+        output,
+        "--model_name_or_path",
+        str(tmp_path / "tiny"),
+        "--max_train_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_train_samples",
+        "8",
+        "--max_eval_samples",
+        "4",
+    )
     results = json.loads((output / "all_results.json").read_text())
     assert 0.0 <= results["eval_mean_iou"] <= 1.0 and "eval_overall_accuracy" in results
     assert json.loads((output / "config.json").read_text())["model_type"] == PvtMask2FormerConfig.model_type
@@ -175,7 +209,9 @@ def test_semantic_post_processing_is_mask2formers_full_resolution_inference():
     outputs = type("Outputs", (), {"class_queries_logits": classes, "masks_queries_logits": masks})()
     label_maps = small_processor().post_process_semantic_segmentation(outputs, target_sizes=[(120, 160), (61, 83)])
     for i, size in enumerate([(120, 160), (61, 83)]):
-        upsampled = torch.nn.functional.interpolate(masks[i : i + 1], size=size, mode="bilinear", align_corners=False)[0]
+        upsampled = torch.nn.functional.interpolate(masks[i : i + 1], size=size, mode="bilinear", align_corners=False)[
+            0
+        ]
         scores = (classes[i].softmax(-1)[:, :3, None, None] * upsampled.sigmoid()[:, None]).sum(0)
         assert torch.equal(label_maps[i], scores.argmax(0))
     with pytest.raises(ValueError, match="1 target sizes for a batch of 2"):

@@ -11,7 +11,6 @@ from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_sco
 
 from pvt_hf.metrics import ClassificationMetric, CocoDetectionMetric, SegmentationMetric, results_with_prefix
 
-
 # ---------------------------------------------------------------- classification
 
 
@@ -60,8 +59,11 @@ def target(boxes, labels, **extra):
 
 
 def pred(boxes, scores, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.tensor(scores),
-            "labels": torch.tensor(labels)}  # fmt: skip
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores),
+        "labels": torch.tensor(labels),
+    }
 
 
 def assert_values(result: dict, value: float, *keys: str) -> None:
@@ -83,8 +85,20 @@ def test_detection_perfect_predictions():
     targets = [target([SMALL, LARGE], [1, 1]), target([MEDIUM], [2]), target([], [])]  # last: no objects, no boxes
     predictions = [pred([SMALL, LARGE], [0.9, 0.8], [1, 1]), pred([MEDIUM], [0.7], [2]), pred([], [], [])]
     result = coco(predictions, targets)
-    assert set(result) == {"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
-                           "mar_100", "mar_small", "mar_medium", "mar_large"}  # fmt: skip
+    assert set(result) == {
+        "map",
+        "map_50",
+        "map_75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar_1",
+        "mar_10",
+        "mar_100",
+        "mar_small",
+        "mar_medium",
+        "mar_large",
+    }
     for key, value in result.items():
         # one detection per image and class finds one of category 1's two objects: recall (1/2 + 1) / 2
         assert value == pytest.approx(0.75 if key == "mar_1" else 1.0), key
@@ -131,7 +145,7 @@ def test_detection_false_positives_on_an_image_without_objects():
     assert coco(predictions, targets)["map"] == pytest.approx(0.5)
     # updates never collide on image ids: image by image gives the same as one update
     metric = CocoDetectionMetric()
-    for p, t in zip(predictions, targets):
+    for p, t in zip(predictions, targets, strict=True):
         metric.update([p], [t])
     assert metric.compute()["map"] == pytest.approx(0.5)
     metric = CocoDetectionMetric()  # a detection in one image never matches an object of another
@@ -141,7 +155,7 @@ def test_detection_false_positives_on_an_image_without_objects():
     # a repeated image_id (distributed padding gathered as is) is skipped, not counted twice (that would be 1/3)
     metric = CocoDetectionMetric()
     ids = [{"image_id": torch.tensor([7])}, {"image_id": 8}]
-    metric.update(predictions, [{**t, **i} for t, i in zip(targets, ids)])
+    metric.update(predictions, [{**t, **i} for t, i in zip(targets, ids, strict=True)])
     with pytest.warns(UserWarning, match="skipped 1 image"):
         metric.update(predictions[1:], [{**targets[1], "image_id": 8}])
     assert metric.compute()["map"] == pytest.approx(0.5)
@@ -160,7 +174,7 @@ def reference_ap_ar(gts, dts, category, threshold):
     """COCO's definition from scratch: greedy matching by score to the best unmatched box of IoU >= threshold,
     precision envelope sampled at recall 0, .01, ..., 1 (0 beyond the highest recall); recall = matched / objects."""
     hits, objects = [], 0
-    for (g_boxes, g_labels), (d_boxes, d_scores, d_labels) in zip(gts, dts):
+    for (g_boxes, g_labels), (d_boxes, d_scores, d_labels) in zip(gts, dts, strict=True):
         g, d, s = g_boxes[g_labels == category], d_boxes[d_labels == category], d_scores[d_labels == category]
         objects += len(g)
         taken = np.zeros(len(g), bool)
@@ -213,7 +227,7 @@ def test_detection_matches_independent_ap_on_random_scenes():
     assert result["map_50"] == pytest.approx(table[0, :, 0].mean(), abs=1e-9)
     assert result["map_75"] == pytest.approx(table[5, :, 0].mean(), abs=1e-9)
     assert result["mar_100"] == pytest.approx(table[..., 1].mean(), abs=1e-9)
-    for k, name in zip(categories, ("cat", "dog", "bird")):
+    for k, name in zip(categories, ("cat", "dog", "bird"), strict=True):
         assert result[f"map_{name}"] == pytest.approx(table[:, k - 1, 0].mean(), abs=1e-9)
         assert result[f"mar_100_{name}"] == pytest.approx(table[:, k - 1, 1].mean(), abs=1e-9)
     assert "map_absent" not in result  # no ground truth: no AP (COCOeval's -1), so no per-class entry

@@ -6,7 +6,6 @@ from conftest import TINY, tiny_config
 
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, PvtModel
 
-
 # ---------------------------------------------------------------- config
 
 
@@ -15,7 +14,12 @@ def test_table6_ablation_rows_are_configs_not_forks():
     small = PvtConfig.from_preset("pvt-small")
     ope = PvtConfig.from_preset("pvt-small", overlapping_patch_embed=True)
     cffn = PvtConfig.from_preset(
-        "pvt-small", overlapping_patch_embed=True, conv_ffn=True, absolute_pos_embed=False, pooling="mean", stage_norms=True
+        "pvt-small",
+        overlapping_patch_embed=True,
+        conv_ffn=True,
+        absolute_pos_embed=False,
+        pooling="mean",
+        stage_norms=True,
     )
     lsra = PvtConfig.from_preset("pvt-v2-b2", linear_sra=True)
     with torch.device("meta"):

@@ -10,7 +10,6 @@ import torch
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification
 from pvt_hf.conversion import ConversionError, convert_state_dict, official_to_pvt_hf, preset_for, pvt_hf_to_official
 
-
 # section of official_keys.txt: (depths, preset)
 LAYOUTS = {
     "pvt_tiny": ((2, 2, 2, 2), "pvt-tiny"),

@@ -16,8 +16,15 @@ ort = pytest.importorskip("onnxruntime")
 
 # torch.export traces sizes symbolically, ~1 s per module: two stages keep each export to a few seconds and still hold
 # every switch of the family (v1: position tables + class token, v2: overlapping patches, SR conv, CFFN, v2-li: pool).
-TWO_STAGES = dict(depths=[1, 1], patch_sizes=[4, 2], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
-                  sr_ratios=[2, 1], mlp_ratios=[2, 2], out_features=["stage1", "stage2"])  # fmt: skip
+TWO_STAGES = dict(
+    depths=[1, 1],
+    patch_sizes=[4, 2],
+    hidden_sizes=[16, 32],
+    num_attention_heads=[1, 2],
+    sr_ratios=[2, 1],
+    mlp_ratios=[2, 2],
+    out_features=["stage1", "stage2"],
+)
 # None is the traced 224 x 224 (where v1 would not need its position interpolation); at 40 x 56 the last grid is
 # smaller than v2-li's 7 x 7 pool.
 SIZES = [(2, 64, 96), (1, 96, 64), (1, 40, 56)]

@@ -35,13 +35,23 @@ def collate(items):
 
 
 def loader(dataset, workers, epoch=0, batch_size=4):
-    args = argparse.Namespace(max_train_samples=None, seed=3, shuffle_buffer_size=1, dataloader_num_workers=workers,
-                              per_device_train_batch_size=batch_size)  # fmt: skip
+    args = argparse.Namespace(
+        max_train_samples=None,
+        seed=3,
+        shuffle_buffer_size=1,
+        dataloader_num_workers=workers,
+        per_device_train_batch_size=batch_size,
+    )
     return training.train_loader(dataset, args, epoch, "classification", item, collate, 1)
 
 
 def samples(batches):
-    return {int(label): pixels for batch in batches if "labels" in batch for label, pixels in zip(batch["labels"], batch["pixels"])}
+    return {
+        int(label): pixels
+        for batch in batches
+        if "labels" in batch
+        for label, pixels in zip(batch["labels"], batch["pixels"], strict=True)
+    }
 
 
 def test_augmentation_and_content_do_not_depend_on_the_worker_count():
@@ -71,5 +81,5 @@ def test_a_loader_resumes_exactly_from_its_state(workers):
     resumed.load_state_dict(state)
     again = list(resumed)
     assert [b["labels"].tolist() for b in again] == [b["labels"].tolist() for b in rest]
-    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(again, rest))
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(again, rest, strict=True))
     assert len(samples(consumed + rest)) == 40

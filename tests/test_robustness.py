@@ -32,10 +32,8 @@ from pvt_hf import (
     PvtSegmentationImageProcessor,
 )
 
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "convert"))
 from convert_pvt_checkpoint import main as convert_cli  # noqa: E402
-
 
 # ------------------------------------------------------------------ pixel values and labels
 
@@ -56,7 +54,9 @@ def test_integer_pixels_point_at_the_image_processor(dtype):
         PvtModel(tiny_config("v2"))(torch.zeros(1, 3, 64, 64, dtype=dtype))
 
 
-@pytest.mark.parametrize("family, patch_sizes, minimum", [("v1", [8, 2, 2, 2], 64), ("v2", [4, 2, 2, 2], 32), ("v2-li", [8, 2, 2, 2], 64)])
+@pytest.mark.parametrize(
+    "family, patch_sizes, minimum", [("v1", [8, 2, 2, 2], 64), ("v2", [4, 2, 2, 2], 32), ("v2-li", [8, 2, 2, 2], 64)]
+)
 def test_minimum_input_size_follows_the_strides(family, patch_sizes, minimum):
     config = tiny_config(family, patch_sizes=patch_sizes, image_size=128)
     assert config.min_input_size == minimum
@@ -102,7 +102,13 @@ def test_flop_counter_under_no_grad_on_v1():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("linear_sra", "false"), ("conv_ffn", 1), ("depths", "2222"), ("hidden_dropout_prob", "0.1"), ("image_size", 224.0)],
+    [
+        ("linear_sra", "false"),
+        ("conv_ffn", 1),
+        ("depths", "2222"),
+        ("hidden_dropout_prob", "0.1"),
+        ("image_size", 224.0),
+    ],
 )
 def test_config_fields_of_the_wrong_type_are_refused(field, value):
     with pytest.raises(ValueError, match=f"PvtConfig.{field}"):
@@ -156,7 +162,6 @@ def test_segmentation_options_reach_the_backbone(tmp_path):
     assert len(model(torch.randn(1, 3, 64, 64)).attentions) == 5
 
 
-
 @pytest.mark.parametrize("model_class", [PvtForObjectDetection, PvtDeformableDetrForObjectDetection])
 def test_detectors_advertise_the_options_they_take(model_class):
     """transformers reads a model's options (output_attentions, ...) from the type of its `**kwargs`: the PVT wrapper
@@ -179,7 +184,9 @@ def official_checkpoint(tmp_path, poison: bool = False) -> Path:
 
 def test_verify_fails_on_nan_weights(tmp_path, capsys):
     checkpoint = official_checkpoint(tmp_path, poison=True)
-    code = convert_cli(["--source", "official", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o"), "--verify"])
+    code = convert_cli(
+        ["--source", "official", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o"), "--verify"]
+    )
     assert code == 2 and "non-finite (NaN / inf) values in classifier.weight" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -259,7 +266,9 @@ def seg_config(head: str, **overrides) -> PvtSegmentationConfig:
     return PvtSegmentationConfig(backbone_config=tiny_backbone(), decode_head=head, **{**sizes, **overrides})
 
 
-DETR_SIZES = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10)
+DETR_SIZES = dict(
+    d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10
+)
 
 
 def semantic_fpn_reference(model):
@@ -313,14 +322,22 @@ HEAD_PRESETS = {
     "upernet": lambda: PvtForSemanticSegmentation(seg_config("upernet")),
     "detr": lambda: PvtForObjectDetection(PvtDetrConfig(backbone_config=tiny_backbone(), num_labels=5, **DETR_SIZES)),
     "deformable_detr": lambda: PvtDeformableDetrForObjectDetection(
-        PvtDeformableDetrConfig(backbone_config=tiny_backbone(), num_labels=5, encoder_n_points=2, decoder_n_points=2, **{**DETR_SIZES, "decoder_layers": 2})
+        PvtDeformableDetrConfig(
+            backbone_config=tiny_backbone(),
+            num_labels=5,
+            encoder_n_points=2,
+            decoder_n_points=2,
+            **{**DETR_SIZES, "decoder_layers": 2},
+        )
     ),
 }
 if hasattr(pvt_hf, "PvtMask2FormerForUniversalSegmentation"):  # its reference: transformers' own Mask2Former
     HEAD_PRESETS["mask2former"] = lambda: pvt_hf.PvtMask2FormerForUniversalSegmentation(
         pvt_hf.PvtMask2FormerConfig(
             backbone_config=tiny_backbone(),
-            **dict(num_labels=4, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2),
+            **dict(
+                num_labels=4, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2
+            ),
             **dict(num_queries=10, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2),
         )
     )
@@ -338,8 +355,12 @@ def assert_statistics_match(model, reference, names=None):
             torch.testing.assert_close(param, torch.full_like(param, ref_mean), msg=f"{name} should be {ref_mean}")
             continue
         tolerance = 0.1 + 4 / param.numel() ** 0.5  # sampling error of a std estimate, with margin
-        assert abs(param.std().item() - ref_std) <= tolerance * ref_std, f"{name}: std {param.std():.4g} vs {ref_std:.4g}"
-        assert abs(param.mean().item() - ref_mean) <= 5 * ref_std / param.numel() ** 0.5 + 1e-6, f"{name}: mean {param.mean():.4g}"
+        assert abs(param.std().item() - ref_std) <= tolerance * ref_std, (
+            f"{name}: std {param.std():.4g} vs {ref_std:.4g}"
+        )
+        assert abs(param.mean().item() - ref_mean) <= 5 * ref_std / param.numel() ** 0.5 + 1e-6, (
+            f"{name}: mean {param.mean():.4g}"
+        )
 
 
 @pytest.fixture(params=list(HEAD_PRESETS))

@@ -72,9 +72,22 @@ def run_script(name, output_dir, *args, wait=True, env=None):
     return result
 
 
-QUICK = ["--max_train_steps", "24", "--checkpointing_steps", "6", "--per_device_train_batch_size", "16",
-         "--max_train_samples", "320", "--max_eval_samples", "64", "--num_warmup_steps", "4",
-         "--dataloader_num_workers", "2"]  # fmt: skip
+QUICK = [
+    "--max_train_steps",
+    "24",
+    "--checkpointing_steps",
+    "6",
+    "--per_device_train_batch_size",
+    "16",
+    "--max_train_samples",
+    "320",
+    "--max_eval_samples",
+    "64",
+    "--num_warmup_steps",
+    "4",
+    "--dataloader_num_workers",
+    "2",
+]
 
 
 @pytest.mark.slow
@@ -105,15 +118,32 @@ def test_sigkill_between_checkpoints_then_resume_is_exact(tmp_path):
     resumed, uninterrupted = load_file(killed / "model.safetensors"), load_file(reference / "model.safetensors")
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
-    assert json.loads((killed / "all_results.json").read_text()) == json.loads((reference / "all_results.json").read_text())
+    assert json.loads((killed / "all_results.json").read_text()) == json.loads(
+        (reference / "all_results.json").read_text()
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_agree(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               str(ROOT / "tests" / "helpers" / "distributed_check.py"), str(tmp_path)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        str(ROOT / "tests" / "helpers" / "distributed_check.py"),
+        str(tmp_path),
+    ]
     # ACCELERATE_USE_CPU: accelerate then runs multi-CPU (gloo) under torch.distributed.run
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
@@ -133,16 +163,25 @@ def test_two_processes_share_the_work_and_agree(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, keys", [
-    ("run_object_detection.py", ["eval_map", "eval_map_50", "eval_map_75", "eval_map_small"]),
-    ("run_semantic_segmentation.py", ["eval_mean_iou", "eval_mean_accuracy", "eval_overall_accuracy"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "script, keys",
+    [
+        ("run_object_detection.py", ["eval_map", "eval_map_50", "eval_map_75", "eval_map_small"]),
+        ("run_semantic_segmentation.py", ["eval_mean_iou", "eval_mean_accuracy", "eval_overall_accuracy"]),
+    ],
+)
 def test_dense_scripts_produce_hub_ready_folders(tmp_path, script, keys):
     run_script(script, tmp_path, "--max_train_steps", "3", "--max_eval_samples", "6")
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert all(k in results and not math.isnan(results[k]) for k in keys) and results["skipped_corrupt_samples"] == 0
     files = {p.name for p in tmp_path.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_pvt_heads.py"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "modeling_pvt_heads.py",
+    } <= files
     assert keys[0] in (tmp_path / "README.md").read_text()
     if script == "run_semantic_segmentation.py":  # the folder reproduces its own number, through its own processor
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
@@ -157,7 +196,9 @@ def test_dense_scripts_produce_hub_ready_folders(tmp_path, script, keys):
         for example in data.SkipCorrupt(examples, "segmentation"):
             with torch.no_grad():
                 outputs = model(**processor(example["image"], return_tensors="pt"))
-            (prediction,) = processor.post_process_semantic_segmentation(outputs, target_sizes=[example["image"].size[::-1]])
+            (prediction,) = processor.post_process_semantic_segmentation(
+                outputs, target_sizes=[example["image"].size[::-1]]
+            )
             metric.update(prediction[None], torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))[None])
         assert metric.compute()["mean_iou"] == pytest.approx(results["eval_mean_iou"], abs=1e-9)
 
@@ -179,11 +220,28 @@ def test_every_argument_has_help_and_the_issue_names(name, monkeypatch):
     load_script(name).parse_args([])
     actions = {a.dest: a for a in parsers[0]._actions if a.dest != "help"}
     assert not [dest for dest, a in actions.items() if not a.help]
-    expected = {"dataset_config_name", "train_val_split", "train_dir", "validation_dir", "image_column_name",
-                "lr_scheduler_type", "num_warmup_steps", "checkpointing_steps", "with_tracking", "report_to",
-                "hub_token", "trust_remote_code", "ignore_mismatched_sizes", "dataloader_num_workers", "cache_dir"}
-    expected |= {"run_image_classification.py": {"label_column_name"}, "run_object_detection.py": {"backbone_name_or_path"},
-                 "run_semantic_segmentation.py": {"do_reduce_labels", "backbone_name_or_path"}}[name]
+    expected = {
+        "dataset_config_name",
+        "train_val_split",
+        "train_dir",
+        "validation_dir",
+        "image_column_name",
+        "lr_scheduler_type",
+        "num_warmup_steps",
+        "checkpointing_steps",
+        "with_tracking",
+        "report_to",
+        "hub_token",
+        "trust_remote_code",
+        "ignore_mismatched_sizes",
+        "dataloader_num_workers",
+        "cache_dir",
+    }
+    expected |= {
+        "run_image_classification.py": {"label_column_name"},
+        "run_object_detection.py": {"backbone_name_or_path"},
+        "run_semantic_segmentation.py": {"do_reduce_labels", "backbone_name_or_path"},
+    }[name]
     assert expected <= set(actions) and actions["ignore_mismatched_sizes"].default is False
 
 
@@ -200,17 +258,34 @@ def write_image_folder(root, counts, corrupt=False):
     return root
 
 
-TINY_RUN = ["--model_name_or_path", "pvt-v2-b0", "--image_size", "32", "--mixup", "0", "--cutmix", "0",
-            "--random_erasing", "0", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
-            "--num_train_epochs", "1", "--no-streaming"]  # fmt: skip
+TINY_RUN = [
+    "--model_name_or_path",
+    "pvt-v2-b0",
+    "--image_size",
+    "32",
+    "--mixup",
+    "0",
+    "--cutmix",
+    "0",
+    "--random_erasing",
+    "0",
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "8",
+    "--num_train_epochs",
+    "1",
+    "--no-streaming",
+]
 
 
 @pytest.mark.timeout(300)
 def test_a_split_smaller_than_one_batch_trains_its_partial_batch(tmp_path):
     source = write_image_folder(tmp_path / "data", {"train": 3, "validation": 2})
     out = tmp_path / "out"
-    metrics = load_script(SCRIPTS[0]).main(["--dataset_name", str(source), "--output_dir", str(out), *TINY_RUN,
-                                            "--checkpointing_steps", "1"])  # fmt: skip
+    metrics = load_script(SCRIPTS[0]).main(
+        ["--dataset_name", str(source), "--output_dir", str(out), *TINY_RUN, "--checkpointing_steps", "1"]
+    )
     assert json.loads((out / "checkpoint-1" / training.STATE_FILE).read_text())["step"] == 1  # one step was taken
     assert metrics["skipped_corrupt_samples"] == 0 and (out / "model.safetensors").exists()
 
@@ -227,8 +302,15 @@ def test_an_empty_train_split_stops_with_a_clear_error(tmp_path, monkeypatch):
     from pvt_hf import data
 
     empty = datasets.Dataset.from_dict({"image": [], "label": []})
-    splits = data.TaskSplits(train=empty, eval=empty, id2label={0: "a", 1: "b"}, train_size=0, eval_size=0,
-                             train_split="train", eval_split="validation")  # fmt: skip
+    splits = data.TaskSplits(
+        train=empty,
+        eval=empty,
+        id2label={0: "a", 1: "b"},
+        train_size=0,
+        eval_size=0,
+        train_split="train",
+        eval_split="validation",
+    )
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: splits)
     with pytest.raises(ValueError, match="training split is empty"):
         load_script(SCRIPTS[0]).main(["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN])
@@ -236,17 +318,26 @@ def test_an_empty_train_split_stops_with_a_clear_error(tmp_path, monkeypatch):
     streamed = data.TaskSplits(**{**vars(splits), "train": data.epoch_stream(empty, None), "train_size": None})
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: streamed)
     with pytest.raises(RuntimeError, match="yielded no example"):
-        load_script(SCRIPTS[0]).main(["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN, "--max_train_steps", "3"])
+        load_script(SCRIPTS[0]).main(
+            ["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN, "--max_train_steps", "3"]
+        )
 
 
 def test_an_unsized_stream_needs_max_train_steps():
-    args = argparse.Namespace(max_train_samples=None, max_train_steps=None, per_device_train_batch_size=8,
-                              gradient_accumulation_steps=1, num_train_epochs=1)  # fmt: skip
+    args = argparse.Namespace(
+        max_train_samples=None,
+        max_train_steps=None,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+    )
     with pytest.raises(ValueError, match="--max_train_steps"):
         training.plan_steps(args, None, 1)
     args.max_train_steps = 5
     assert training.plan_steps(args, None, 1).total_steps == 5
-    assert training.plan_steps(argparse.Namespace(**{**vars(args), "max_train_steps": None}), 20, 2).steps_per_epoch == 2
+    assert (
+        training.plan_steps(argparse.Namespace(**{**vars(args), "max_train_steps": None}), 20, 2).steps_per_epoch == 2
+    )
 
 
 @pytest.mark.timeout(300)
@@ -265,8 +356,15 @@ def test_a_stream_that_counts_its_reads_shows_no_pass_before_the_first_step(tmp_
                 yield {"image": {"bytes": buffer.getvalue(), "path": None}, "label": n % 2}
 
     stream = datasets.IterableDataset.from_generator(examples, gen_kwargs={"shards": list(range(50))})  # 5000
-    splits = data.TaskSplits(train=stream, eval=stream.take(4), id2label={0: "a", 1: "b"}, train_size=5000,
-                             eval_size=4, train_split="train", eval_split="validation")  # fmt: skip
+    splits = data.TaskSplits(
+        train=stream,
+        eval=stream.take(4),
+        id2label={0: "a", 1: "b"},
+        train_size=5000,
+        eval_size=4,
+        train_split="train",
+        eval_split="validation",
+    )
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: splits)
     backward_step = training.backward_step
 
@@ -275,8 +373,19 @@ def test_a_stream_that_counts_its_reads_shows_no_pass_before_the_first_step(tmp_
         return backward_step(*args)
 
     monkeypatch.setattr(training, "backward_step", recording_backward_step)
-    load_script(SCRIPTS[0]).main(["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN[:-1],
-                                  "--max_train_steps", "2", "--shuffle_buffer_size", "16"])  # fmt: skip
+    load_script(SCRIPTS[0]).main(
+        [
+            "--dataset_name",
+            "x",
+            "--output_dir",
+            str(tmp_path),
+            *TINY_RUN[:-1],
+            "--max_train_steps",
+            "2",
+            "--shuffle_buffer_size",
+            "16",
+        ]
+    )
     assert 8 <= at_first_step[0] <= 8 + 16 + 100  # one batch, the shuffle buffer, at most one shard read ahead
 
 
@@ -292,13 +401,22 @@ def make_checkpoint(folder):
     return folder
 
 
-@pytest.mark.parametrize("damage, error", [
-    (lambda c: (c / training.STATE_FILE).unlink(), f"{training.STATE_FILE} is missing"),
-    (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl"),
-    (lambda c: (c / training.STATE_FILE).write_text('{"step": 3, "ep'), f"{training.STATE_FILE} is unreadable or truncated"),
-    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:40]), "model.safetensors is truncated"),
-    (lambda c: (c / "model.safetensors").write_bytes(b""), "model.safetensors is truncated"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, error",
+    [
+        (lambda c: (c / training.STATE_FILE).unlink(), f"{training.STATE_FILE} is missing"),
+        (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl"),
+        (
+            lambda c: (c / training.STATE_FILE).write_text('{"step": 3, "ep'),
+            f"{training.STATE_FILE} is unreadable or truncated",
+        ),
+        (
+            lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:40]),
+            "model.safetensors is truncated",
+        ),
+        (lambda c: (c / "model.safetensors").write_bytes(b""), "model.safetensors is truncated"),
+    ],
+)
 def test_resuming_from_a_damaged_checkpoint_names_what_is_wrong(tmp_path, damage, error):
     checkpoint = make_checkpoint(tmp_path / "checkpoint-3")
     damage(checkpoint)

@@ -21,7 +21,6 @@ from pvt_hf import (
 )
 from pvt_hf.transfer import BackboneTransferError, config_with_source_backbone, find_backbone, load_pretrained_backbone
 
-
 DENSE_MODELS = {
     "semantic_fpn": lambda family: segmentation_model("semantic_fpn", family),
     "upernet": lambda family: segmentation_model("upernet", family),
@@ -36,7 +35,11 @@ def save_source(folder: Path, kind: str, family: str, seed: int = 1) -> tuple[st
     name."""
     torch.manual_seed(seed)
     config = tiny_config(family)
-    model = PvtForImageClassification(config) if kind == "classification" else PvtBackbone(tiny_config(family, num_labels=0))
+    model = (
+        PvtForImageClassification(config)
+        if kind == "classification"
+        else PvtBackbone(tiny_config(family, num_labels=0))
+    )
     model.save_pretrained(folder)
     trunk = model.pvt if kind == "classification" else model
     return str(folder), {k: v.clone() for k, v in trunk.state_dict().items() if k.startswith("encoder.")}
@@ -102,7 +105,9 @@ def test_a_tensor_missing_from_the_source_is_an_error_not_a_random_init(tmp_path
 def test_sources_that_are_not_a_pvt_trunk_are_refused_clearly(tmp_path):
     model = segmentation_model("semantic_fpn", "v2")
     segmentation_model("semantic_fpn", "v2").save_pretrained(tmp_path / "dense")
-    with pytest.raises(BackboneTransferError, match="'pvt_hf_segmentation' model, not a PVT classification or backbone"):
+    with pytest.raises(
+        BackboneTransferError, match="'pvt_hf_segmentation' model, not a PVT classification or backbone"
+    ):
         load_pretrained_backbone(model, str(tmp_path / "dense"))
     with pytest.raises(BackboneTransferError, match="offline: download it first"):  # HF_HUB_OFFLINE=1 in the tests
         load_pretrained_backbone(model, "some-org/pvt-v2-b0-not-cached")
@@ -111,7 +116,8 @@ def test_sources_that_are_not_a_pvt_trunk_are_refused_clearly(tmp_path):
 
 
 def test_a_hub_id_resolves_through_the_hub_cache_with_hub_kwargs(tmp_path):
-    """The Hub code path (transformers' cached_file), served offline by a cache laid out as huggingface_hub writes it."""
+    """The Hub code path (transformers' cached_file), served offline by a cache laid out as huggingface_hub
+    writes it."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = tmp_path / "cache" / "models--my-org--pvt-tiny-v2" / "snapshots" / commit
     _, expected = save_source(snapshot, "classification", "v2")
@@ -148,7 +154,21 @@ def test_the_converters_mm_backbone_folder_starts_a_preset_head(tmp_path):
 
     source = random_model(PvtConfig.from_preset("pvt-v2-b0"))
     checkpoint = write_checkpoint(source, "mm-state_dict", tmp_path)
-    assert convert_cli(["--source", "official", "--checkpoint", str(checkpoint), "--task", "backbone", "--output", str(tmp_path / "b0")]) == 0
+    assert (
+        convert_cli(
+            [
+                "--source",
+                "official",
+                "--checkpoint",
+                str(checkpoint),
+                "--task",
+                "backbone",
+                "--output",
+                str(tmp_path / "b0"),
+            ]
+        )
+        == 0
+    )
     model = PvtForSemanticSegmentation(PvtSegmentationConfig.from_preset("pvt-v2-b0-semantic-fpn-ade20k"))
     report = load_pretrained_backbone(model, str(tmp_path / "b0"))
     expected = {k: v for k, v in source.pvt.state_dict().items() if k.startswith("encoder.")}
@@ -170,9 +190,13 @@ def test_scripts_backbone_argument_starts_a_preset_from_an_imagenet_folder(tmp_p
     source = PvtForImageClassification(PvtConfig.from_preset("pvt-v2-b0"))
     source.save_pretrained(tmp_path / "pvt-v2-b0")
     args = Namespace(
-        model_name_or_path="pvt-v2-b0-semantic-fpn-ade20k", backbone_name_or_path=str(tmp_path / "pvt-v2-b0"),
-        drop_path_rate=0.1, cache_dir=None, hub_token=None, ignore_mismatched_sizes=False,
-    )  # fmt: skip
+        model_name_or_path="pvt-v2-b0-semantic-fpn-ade20k",
+        backbone_name_or_path=str(tmp_path / "pvt-v2-b0"),
+        drop_path_rate=0.1,
+        cache_dir=None,
+        hub_token=None,
+        ignore_mismatched_sizes=False,
+    )
     id2label = {0: "road", 1: "car"}
     model = training.build_model(
         args, id2label, AutoModelForSemanticSegmentation, SEGMENTATION_PRESETS, PvtSegmentationConfig.from_preset

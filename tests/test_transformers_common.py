@@ -1,8 +1,8 @@
 """transformers' own common tests, from the source distribution of the installed transformers (fetched by
 `transformers_common.load()`), run against PvtModel, PvtForImageClassification and PvtBackbone for tiny v1, v2 and
-v2-li configs, against the UperNet and DETR heads, and against the image processors. A test is skipped only where transformers' own pvt_v2 tests skip it,
-with the same reason; where pvt_v2 replaces a mixin test for a reason that holds here too (no "stem" stage, feature
-maps instead of token sequences), the replacement is written here."""
+v2-li configs, against the UperNet and DETR heads, and against the image processors. A test is skipped only where
+transformers' own pvt_v2 tests skip it, with the same reason; where pvt_v2 replaces a mixin test for a reason that
+holds here too (no "stem" stage, feature maps instead of token sequences), the replacement is written here."""
 
 import importlib
 import inspect
@@ -14,10 +14,10 @@ import pytest
 import torch
 import transformers
 import transformers_common
+from conftest import FAMILIES, TINY
 from transformers.models.auto import modeling_auto
 from transformers.models.detr.modeling_detr import DetrModel, DetrSegmentationOutput
 from transformers.testing_utils import slow
-from conftest import TINY, FAMILIES
 
 from pvt_hf import (
     PvtBackbone,
@@ -26,8 +26,8 @@ from pvt_hf import (
     PvtDetrImageProcessor,
     PvtForImageClassification,
     PvtForObjectDetection,
-    PvtHfImageProcessor,
     PvtForSemanticSegmentation,
+    PvtHfImageProcessor,
     PvtModel,
     PvtSegmentationConfig,
     PvtSegmentationImageProcessor,
@@ -100,7 +100,11 @@ class PvtCommonTests(ModelTesterMixin):
             config_class=PvtConfig,
             has_text_modality=False,
             common_properties=["hidden_sizes", "num_attention_heads", "depths"],
-            **{k: v for k, v in self.model_tester.get_config().to_diff_dict().items() if k not in ("id2label", "label2id")},
+            **{
+                k: v
+                for k, v in self.model_tester.get_config().to_diff_dict().items()
+                if k not in ("id2label", "label2id")
+            },
         )
 
     def test_config(self):
@@ -129,7 +133,9 @@ class PvtCommonTests(ModelTesterMixin):
         """(pvt_v2's version: hidden states are the four stage maps, not token sequences.)"""
         config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
         strides = [4, 8, 16, 32]
-        expected = [(c, IMAGE_SIZE // s, IMAGE_SIZE // s) for c, s in zip(self.model_tester.hidden_sizes, strides)]
+        expected = [
+            (c, IMAGE_SIZE // s, IMAGE_SIZE // s) for c, s in zip(self.model_tester.hidden_sizes, strides, strict=True)
+        ]
         for model_class in self.all_model_classes:
             for via_config in (False, True):
                 config.output_hidden_states = via_config
@@ -212,7 +218,10 @@ _post_process = _image_processing.PostProcessSemanticSegmentationTestMixin
 TestPvtSegmentationImageProcessorCommon = type(
     "TestPvtSegmentationImageProcessorCommon",
     (PvtImageProcessingCommonTests, _post_process, unittest.TestCase),
-    {"processor_class": PvtSegmentationImageProcessor, "processor_kwargs": dict(size={"height": 32, "width": 40}, num_labels=150)},
+    {
+        "processor_class": PvtSegmentationImageProcessor,
+        "processor_kwargs": dict(size={"height": 32, "width": 40}, num_labels=150),
+    },
 )
 
 
@@ -231,7 +240,9 @@ class TestPvtDetrImageProcessorCommon(PvtImageProcessingCommonTests, _post_proce
     processor_class, processor_kwargs = PvtDetrImageProcessor, dict(size={"shortest_edge": 40, "longest_edge": 64})
 
     def setUp(self):
-        self.image_processor_tester = PvtDetrImageProcessingTester(self, self.processor_class, num_labels=4, **self.processor_kwargs)
+        self.image_processor_tester = PvtDetrImageProcessingTester(
+            self, self.processor_class, num_labels=4, **self.processor_kwargs
+        )
 
 
 class PvtUperNetTester(PvtModelTester):
@@ -262,7 +273,11 @@ class TestPvtUperNetCommon(PvtCommonTests, unittest.TestCase):
         self.enterContext(patch.dict(names, {PvtSegmentationConfig.model_type: "PvtForSemanticSegmentation"}))
         self.model_tester = PvtUperNetTester(self, "v2")
         self.config_tester = _configuration.ConfigTester(
-            self, config_class=PvtSegmentationConfig, has_text_modality=False, hidden_size=37, common_properties=["hidden_size"]
+            self,
+            config_class=PvtSegmentationConfig,
+            has_text_modality=False,
+            hidden_size=37,
+            common_properties=["hidden_size"],
         )
 
     @unittest.skip(reason="UperNet does not use inputs_embeds (as transformers' UperNet)")
@@ -276,7 +291,6 @@ class TestPvtUperNetCommon(PvtCommonTests, unittest.TestCase):
     @unittest.skip(reason="UperNet does not have tied weights (as transformers' UperNet)")
     def test_tied_model_weights_key_ignore(self):
         pass
-
 
 
 def _skipped(reason: str):
@@ -319,7 +333,10 @@ class PvtDetrTester(PvtModelTester):
 
     def prepare_config_and_inputs_for_common(self):
         config, pixel_values, _ = self.prepare_config_and_inputs()
-        return config, {"pixel_values": pixel_values, "pixel_mask": torch.ones_like(pixel_values[:, 0], dtype=torch.long)}
+        return config, {
+            "pixel_values": pixel_values,
+            "pixel_mask": torch.ones_like(pixel_values[:, 0], dtype=torch.long),
+        }
 
 
 class TestPvtDetrCommon(ModelTesterMixin, unittest.TestCase):
@@ -365,7 +382,11 @@ class TestPvtDetrCommon(ModelTesterMixin, unittest.TestCase):
         batch, queries = self.model_tester.batch_size, self.model_tester.num_queries
         for model_class in filter(self._is_detector, self.all_model_classes):
             model = model_class(config).eval()
-            for kwargs in (inputs, {"pixel_values": inputs["pixel_values"]}, self._prepare_for_class(inputs, model_class, True)):
+            for kwargs in (
+                inputs,
+                {"pixel_values": inputs["pixel_values"]},
+                self._prepare_for_class(inputs, model_class, True),
+            ):
                 result = model(**kwargs)
                 self.assertEqual(result.logits.shape, (batch, queries, self.model_tester.num_labels + 1))
                 self.assertEqual(result.pred_boxes.shape, (batch, queries, 4))
@@ -381,7 +402,9 @@ class TestPvtDetrCommon(ModelTesterMixin, unittest.TestCase):
         attentions = getattr(outputs, name)
         self.assertIsInstance(attentions, (list, tuple))
         self.assertEqual(len(attentions), self.model_tester.num_hidden_layers)
-        self.assertEqual(list(attentions[0].shape[-3:]), [self.model_tester.num_attention_heads, query_length, key_length])
+        self.assertEqual(
+            list(attentions[0].shape[-3:]), [self.model_tester.num_attention_heads, query_length, key_length]
+        )
 
     def test_attention_outputs(self):
         """(DETR's: encoder self-, decoder self- and cross-attentions, asked for by argument or by config; attentions

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import transformers
 
-
 PACKAGE = "transformers_common_tests"
 COMMON_FILES = (
     "test_modeling_common.py",
@@ -26,7 +25,8 @@ COMMON_FILES = (
     "test_image_processing_common.py",
 )
 STAND_INS = {
-    "exporters/test_export.py": "class ExportTesterMixin:  # stand-in: the exporter tests are not in the sdist\n    pass\n",
+    # stand-in: the exporter tests are not in the sdist
+    "exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",
     "generation/test_utils.py": "class GenerationTesterMixin:  # stand-in: vision models do not generate\n    pass\n",
     # transformers' tests/utils/test_configuration_utils.py table (its v5 entries)
     "utils/test_configuration_utils.py": (

@@ -43,12 +43,27 @@ _MODELS = [
     (PvtConfig, AutoModel, PvtModel, PvtHfImageProcessor),
     (PvtConfig, AutoModelForImageClassification, PvtForImageClassification, PvtHfImageProcessor),
     (PvtConfig, AutoBackbone, PvtBackbone, PvtHfImageProcessor),
-    (PvtSegmentationConfig, AutoModelForSemanticSegmentation, PvtForSemanticSegmentation, PvtSegmentationImageProcessor),
+    (
+        PvtSegmentationConfig,
+        AutoModelForSemanticSegmentation,
+        PvtForSemanticSegmentation,
+        PvtSegmentationImageProcessor,
+    ),
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
     (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
     # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
-    (PvtMask2FormerConfig, AutoModelForImageSegmentation, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor),
-    (PvtMask2FormerConfig, AutoModelForUniversalSegmentation, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor),
+    (
+        PvtMask2FormerConfig,
+        AutoModelForImageSegmentation,
+        PvtMask2FormerForUniversalSegmentation,
+        PvtMask2FormerImageProcessor,
+    ),
+    (
+        PvtMask2FormerConfig,
+        AutoModelForUniversalSegmentation,
+        PvtMask2FormerForUniversalSegmentation,
+        PvtMask2FormerImageProcessor,
+    ),
 ]
 
 

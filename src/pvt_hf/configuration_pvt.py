@@ -10,7 +10,6 @@ from pathlib import Path
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
-
 _PER_STAGE_FIELDS = ("patch_sizes", "hidden_sizes", "num_attention_heads", "sr_ratios", "mlp_ratios")
 _SWITCHES = ("overlapping_patch_embed", "conv_ffn", "linear_sra", "absolute_pos_embed", "stage_norms", "qkv_bias")
 _RATES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
@@ -128,7 +127,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 raise ValueError(f"PvtConfig.{name} must hold positive integers, got {getattr(self, name)}")
         if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in self.mlp_ratios):
             raise ValueError(f"PvtConfig.mlp_ratios must hold positive numbers, got {self.mlp_ratios}")
-        for i, (size, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios)):
+        for i, (size, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios, strict=True)):
             if int(size * ratio) < 1:
                 raise ValueError(
                     f"PvtConfig.mlp_ratios[{i}] = {ratio} gives stage {i + 1} an MLP of int({size} * {ratio}) = 0 "
@@ -142,7 +141,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"PvtConfig.{name} must be a number, got {value!r}")
-        for i, (size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
+        for i, (size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads, strict=True)):
             if size % heads:
                 raise ValueError(
                     f"PvtConfig.hidden_sizes[{i}] = {size} is not divisible by num_attention_heads[{i}] = {heads}"
@@ -184,7 +183,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         """The smallest input side every stage can take: its grid must hold at least one patch, and one
         spatial-reduction window where SRA reduces (R_i x R_i strided conv)."""
         size, stride = 1, 1
-        for patch, ratio in zip(self.patch_sizes, self.sr_ratios):
+        for patch, ratio in zip(self.patch_sizes, self.sr_ratios, strict=True):
             stride *= patch
             size = max(size, stride * (1 if self.linear_sra else ratio))
         return size

@@ -35,7 +35,9 @@ def _backbone(backbone_config, out_features: list[str]) -> PvtConfig:
     elif isinstance(backbone_config, dict):
         backbone_config = PvtConfig(**{k: v for k, v in backbone_config.items() if k != "model_type"})
     elif not isinstance(backbone_config, PvtConfig):
-        raise ValueError(f"backbone_config must be a PvtConfig, a dict or a preset name, got {type(backbone_config).__name__}")
+        raise ValueError(
+            f"backbone_config must be a PvtConfig, a dict or a preset name, got {type(backbone_config).__name__}"
+        )
     backbone_config.out_features = out_features
     return backbone_config
 
@@ -86,14 +88,20 @@ class PvtSegmentationConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         self.backbone_config = _backbone(self.backbone_config or "pvt-v2-b2", ALL_STAGES)
         if self.decode_head not in ("semantic_fpn", "upernet"):
-            raise ValueError(f"PvtSegmentationConfig.decode_head must be 'semantic_fpn' or 'upernet', got {self.decode_head!r}")
+            raise ValueError(
+                f"PvtSegmentationConfig.decode_head must be 'semantic_fpn' or 'upernet', got {self.decode_head!r}"
+            )
         if self.hidden_size is None:
             self.hidden_size = 128 if self.decode_head == "semantic_fpn" else 512
         for name in ("fpn_channels", "hidden_size", "auxiliary_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"PvtSegmentationConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"PvtSegmentationConfig.{name} must be a positive integer, got {getattr(self, name)!r}"
+                )
         if not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(f"PvtSegmentationConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+            raise ValueError(
+                f"PvtSegmentationConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout}"
+            )
         self.pool_scales = list(self.pool_scales)
         super().__post_init__(**kwargs)
 
@@ -140,7 +148,9 @@ class PvtDetrConfig(DetrConfig):
     auxiliary_loss: bool = True
 
     def __post_init__(self, **kwargs):
-        self.backbone_config = _backbone(self.backbone_config or PvtConfig.from_preset("pvt-small", num_labels=0), ["stage4"])
+        self.backbone_config = _backbone(
+            self.backbone_config or PvtConfig.from_preset("pvt-small", num_labels=0), ["stage4"]
+        )
         super().__post_init__(**{"use_timm_backbone": False, "use_pretrained_backbone": False, **kwargs})
 
     @classmethod

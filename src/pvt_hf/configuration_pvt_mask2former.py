@@ -8,7 +8,6 @@ from transformers.models.mask2former.configuration_mask2former import Mask2Forme
 from .configuration_pvt import PRESETS, PvtConfig
 from .configuration_pvt_heads import ALL_STAGES, _backbone, _with_labels, ade20k_labels
 
-
 MASK2FORMER_SUFFIX = "-mask2former-ade20k"
 
 

@@ -19,7 +19,6 @@ from transformers.configuration_utils import PreTrainedConfig
 from .configuration_pvt import PRESETS, PvtConfig
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
 
-
 SOURCES = ("official", "timm", "transformers")
 TASKS = ("classification", "backbone", "semantic-fpn")
 
@@ -91,7 +90,18 @@ def _block_pairs(a_prefix: str, b_prefix: str, names: dict[str, str]) -> list[tu
     return [(f"{a_prefix}{a}.{{p}}", f"{b_prefix}{b}.{{p}}") for a, b in names.items()]
 
 
-_OFFICIAL_BLOCK = ["norm1", "attn.q", "attn.kv", "attn.sr", "attn.norm", "attn.proj", "norm2", "mlp.fc1", "mlp.dwconv.dwconv", "mlp.fc2"]
+_OFFICIAL_BLOCK = [
+    "norm1",
+    "attn.q",
+    "attn.kv",
+    "attn.sr",
+    "attn.norm",
+    "attn.proj",
+    "norm2",
+    "mlp.fc1",
+    "mlp.dwconv.dwconv",
+    "mlp.fc2",
+]
 
 OFFICIAL_TO_PVT_HF = KeyMap(
     [
@@ -101,9 +111,25 @@ OFFICIAL_TO_PVT_HF = KeyMap(
         *_block_pairs(
             "block{s}.{b}.",
             "pvt.encoder.stages.{i}.blocks.{b}.",
-            dict(zip(_OFFICIAL_BLOCK, ["norm1", "attention.query", "attention.key_value", "attention.spatial_reduction",
-                 "attention.reduction_norm", "attention.proj", "norm2", "mlp.fc1", "mlp.dwconv", "mlp.fc2"])),
-        ),  # fmt: skip
+            dict(
+                zip(
+                    _OFFICIAL_BLOCK,
+                    [
+                        "norm1",
+                        "attention.query",
+                        "attention.key_value",
+                        "attention.spatial_reduction",
+                        "attention.reduction_norm",
+                        "attention.proj",
+                        "norm2",
+                        "mlp.fc1",
+                        "mlp.dwconv",
+                        "mlp.fc2",
+                    ],
+                    strict=False,
+                )
+            ),
+        ),
         ("norm{s}.{p}", "pvt.encoder.stages.{i}.norm.{p}"),
         ("norm.{p}", "pvt.norm.{p}"),
         ("cls_token", "pvt.cls_token"),
@@ -117,7 +143,11 @@ TIMM_TO_OFFICIAL = KeyMap(
         ("patch_embed.norm.{p}", "patch_embed1.norm.{p}"),
         ("stages.{i}.downsample.proj.{p}", "patch_embed{s}.proj.{p}"),
         ("stages.{i}.downsample.norm.{p}", "patch_embed{s}.norm.{p}"),
-        *_block_pairs("stages.{i}.blocks.{b}.", "block{s}.{b}.", {n.replace("dwconv.dwconv", "dwconv"): n for n in _OFFICIAL_BLOCK}),
+        *_block_pairs(
+            "stages.{i}.blocks.{b}.",
+            "block{s}.{b}.",
+            {n.replace("dwconv.dwconv", "dwconv"): n for n in _OFFICIAL_BLOCK},
+        ),
         ("stages.{i}.norm.{p}", "norm{s}.{p}"),
         ("head.{p}", "head.{p}"),
     ]
@@ -134,10 +164,18 @@ TRANSFORMERS_V1_TO_OFFICIAL = KeyMap(
         *_block_pairs(
             "encoder.block.{i}.{b}.",
             "block{s}.{b}.",
-            {"layer_norm_1": "norm1", "attention.self.query": "attn.q", "attention.self.kv": "attn.kv",
-             "attention.self.sequence_reduction": "attn.sr", "attention.self.layer_norm": "attn.norm",
-             "attention.output.dense": "attn.proj", "layer_norm_2": "norm2", "mlp.dense1": "mlp.fc1", "mlp.dense2": "mlp.fc2"},
-        ),  # fmt: skip
+            {
+                "layer_norm_1": "norm1",
+                "attention.self.query": "attn.q",
+                "attention.self.kv": "attn.kv",
+                "attention.self.sequence_reduction": "attn.sr",
+                "attention.self.layer_norm": "attn.norm",
+                "attention.output.dense": "attn.proj",
+                "layer_norm_2": "norm2",
+                "mlp.dense1": "mlp.fc1",
+                "mlp.dense2": "mlp.fc2",
+            },
+        ),
         ("encoder.layer_norm.{p}", "norm.{p}"),
         ("classifier.{p}", "head.{p}"),
     ]
@@ -149,10 +187,19 @@ TRANSFORMERS_V2_TO_OFFICIAL = KeyMap(
         *_block_pairs(
             "encoder.layers.{i}.blocks.{b}.",
             "block{s}.{b}.",
-            {"layer_norm_1": "norm1", "attention.query": "attn.q", "attention.kv": "attn.kv",
-             "attention.spatial_reduction": "attn.sr", "attention.layer_norm": "attn.norm", "attention.proj": "attn.proj",
-             "layer_norm_2": "norm2", "mlp.dense1": "mlp.fc1", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv", "mlp.dense2": "mlp.fc2"},
-        ),  # fmt: skip
+            {
+                "layer_norm_1": "norm1",
+                "attention.query": "attn.q",
+                "attention.kv": "attn.kv",
+                "attention.spatial_reduction": "attn.sr",
+                "attention.layer_norm": "attn.norm",
+                "attention.proj": "attn.proj",
+                "layer_norm_2": "norm2",
+                "mlp.dense1": "mlp.fc1",
+                "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
+                "mlp.dense2": "mlp.fc2",
+            },
+        ),
         ("encoder.layers.{i}.layer_norm.{p}", "norm{s}.{p}"),
         ("classifier.{p}", "head.{p}"),
     ]
@@ -220,7 +267,9 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as error:  # empty / truncated: safetensors' message names no file
-            raise ConversionError(f"Cannot read checkpoint {path}: {error} (truncated or not a safetensors file?)") from error
+            raise ConversionError(
+                f"Cannot read checkpoint {path}: {error} (truncated or not a safetensors file?)"
+            ) from error
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated or not a torch file
@@ -310,8 +359,7 @@ def infer_structure(official: dict[str, torch.Tensor]) -> dict:
     stages = sorted(int(m[1]) for k in official if (m := re.fullmatch(r"patch_embed(\d)\.proj\.weight", k)))
     if not stages or stages != list(range(1, len(stages) + 1)):
         raise ConversionError(
-            "Not a PVT checkpoint: no patch_embed1..N.proj.weight tensors found "
-            f"(first keys: {sorted(official)[:5]})"
+            f"Not a PVT checkpoint: no patch_embed1..N.proj.weight tensors found (first keys: {sorted(official)[:5]})"
         )
     hidden_sizes, patch_sizes, depths, sr_ratios, mlp_ratios = [], [], [], [], []
     kernel = official["patch_embed1.proj.weight"].shape[-1]
@@ -367,7 +415,9 @@ def preset_for(structure: dict) -> str | None:
     return next((name for name, preset in PRESETS.items() if not contradictions(structure, preset)), None)
 
 
-def build_config(official: dict[str, torch.Tensor], preset: str | None = None, config: PvtConfig | None = None, **overrides) -> PvtConfig:
+def build_config(
+    official: dict[str, torch.Tensor], preset: str | None = None, config: PvtConfig | None = None, **overrides
+) -> PvtConfig:
     """A config for an official-layout state dict: the given config or preset (refused if the weights contradict
     it), or the published variant the weights are. Heads cannot be read off weights, so a structure that is no
     published variant needs `config` (or `num_attention_heads=` among the overrides)."""
@@ -450,11 +500,13 @@ SEMANTIC_FPN_HEAD = KeyMap(
         ("neck.lateral_convs.{i}.conv.{p}", "neck.lateral_convs.{i}.conv.{p}"),
         ("neck.fpn_convs.{i}.conv.{p}", "neck.fpn_convs.{i}.conv.{p}"),
         ("decode_head.scale_heads.{i}.{b}.conv.weight", "decode_head.scale_heads.{i}.{b}.conv.weight"),
-        *((f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}", f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}")
-          for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+        *(
+            (f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}", f"decode_head.scale_heads.{{i}}.{{b}}.bn.{name}")
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        ),
         ("decode_head.conv_seg.{p}", "decode_head.classifier.{p}"),
     ]
-)  # fmt: skip
+)
 
 
 def _convert_semantic_fpn(state_dict, source, preset, config):
@@ -467,11 +519,17 @@ def _convert_semantic_fpn(state_dict, source, preset, config):
     official, unused = to_official(backbone_weights, source)
     head, unused_head = SEMANTIC_FPN_HEAD.apply({k: state_dict[k] for k in others})
     if "decode_head.classifier.weight" not in head or "neck.lateral_convs.0.conv.weight" not in head:
-        raise ConversionError(f"Not a Semantic FPN checkpoint: no decode_head.conv_seg / neck.lateral_convs (has {others[:5]})")
+        raise ConversionError(
+            f"Not a Semantic FPN checkpoint: no decode_head.conv_seg / neck.lateral_convs (has {others[:5]})"
+        )
     if config is None:
         num_labels = head["decode_head.classifier.weight"].shape[0]
         ade20k = ade20k_labels()
-        labels = {"id2label": ade20k, "label2id": {v: k for k, v in ade20k.items()}} if num_labels == 150 else {"num_labels": num_labels}
+        labels = (
+            {"id2label": ade20k, "label2id": {v: k for k, v in ade20k.items()}}
+            if num_labels == 150
+            else {"num_labels": num_labels}
+        )
         config = PvtSegmentationConfig(
             backbone_config=build_config(official, preset=preset, num_labels=0),
             decode_head="semantic_fpn",

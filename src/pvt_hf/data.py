@@ -83,16 +83,29 @@ SHAPES = ("rectangle", "ellipse", "triangle")
 # canonical column -> source column; `bbox`, `category`, `area`, `iscrowd` are fields of the `objects` column
 DEFAULT_COLUMNS = {
     "classification": {"image": "image", "label": "label"},
-    "detection": {"image": "image", "image_id": "image_id", "objects": "objects", "bbox": "bbox",
-                  "category": "category", "area": "area", "iscrowd": "iscrowd"},
+    "detection": {
+        "image": "image",
+        "image_id": "image_id",
+        "objects": "objects",
+        "bbox": "bbox",
+        "category": "category",
+        "area": "area",
+        "iscrowd": "iscrowd",
+    },
     "segmentation": {"image": "image", "annotation": "annotation"},
 }
-DETECTION_FEATURES = Features({
-    "image": Image(decode=False),
-    "image_id": Value("int64"),
-    "objects": {"bbox": List(List(Value("float64"))), "category": List(Value("int64")),
-                "area": List(Value("float64")), "iscrowd": List(Value("int64"))},
-})
+DETECTION_FEATURES = Features(
+    {
+        "image": Image(decode=False),
+        "image_id": Value("int64"),
+        "objects": {
+            "bbox": List(List(Value("float64"))),
+            "category": List(Value("int64")),
+            "area": List(Value("float64")),
+            "iscrowd": List(Value("int64")),
+        },
+    }
+)
 SEGMENTATION_FEATURES = Features({"image": Image(decode=False), "annotation": Image(decode=False)})
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _SPLIT_ALIASES = {"train": ("training",), "validation": ("val", "valid"), "test": ("testing",)}
@@ -113,8 +126,11 @@ _DOCUMENTED = {
     "scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},  # its semantic config
     "zhoubolei/scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},
 }
-_BUILT_IN_LABELS = {"imagenet-1k": "imagenet_1k_labels.json", "coco": "coco_80_labels.json",
-                    "ade20k": "ade20k_150_labels.json"}
+_BUILT_IN_LABELS = {
+    "imagenet-1k": "imagenet_1k_labels.json",
+    "coco": "coco_80_labels.json",
+    "ade20k": "ade20k_150_labels.json",
+}
 
 
 @dataclass
@@ -134,11 +150,24 @@ class TaskSplits:
     eval_split: str
 
 
-def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_name: str | None = None,
-                train_dir: str | None = None, validation_dir: str | None = None, train_split: str | None = None,
-                eval_split: str | None = None, train_val_split: float | None = None, streaming: bool = True,
-                columns: dict | None = None, bbox_format: str | None = None, label_names: str | None = None,
-                cache_dir: str | None = None, trust_remote_code: bool = False, seed: int = 0) -> TaskSplits:
+def load_splits(
+    task: str,
+    *,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+    train_val_split: float | None = None,
+    streaming: bool = True,
+    columns: dict | None = None,
+    bbox_format: str | None = None,
+    label_names: str | None = None,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> TaskSplits:
     """The training and evaluation sets of `task` from one source, with their class names.
 
     Source: `dataset_name` (a Hub id, or a local folder laid out like a Hub repository, a parquet file or glob, an
@@ -155,10 +184,11 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
 
     Class names: `label_names` (a JSON file of a list or {id: name}, or "imagenet-1k" / "coco" / "ade20k"; as many
     as the data's classes), else the data's (ClassLabel, COCO categories, `id2label.json`, `objectInfo150.txt`), else
-    what the card of a known Hub id documents; none is an error naming the flag. Detection boxes: `bbox_format` ("xyxy" / "xywh"), else the
-    card's documented format, else COCO's xywh for a COCO folder; checked on the first rows (a box that cannot be
-    in that format is an error). `trust_remote_code` is accepted for the scripts' flag and unused: datasets 5 runs
-    no dataset code. `seed` seeds the held-out carve (the embedded datasets are always seed 0's).
+    what the card of a known Hub id documents; none is an error naming the flag. Detection boxes: `bbox_format`
+    ("xyxy" / "xywh"), else the card's documented format, else COCO's xywh for a COCO folder; checked on the first
+    rows (a box that cannot be in that format is an error). `trust_remote_code` is accepted for the scripts' flag and
+    unused: datasets 5 runs no dataset code. `seed` seeds the held-out carve
+    (the embedded datasets are always seed 0's).
     """
     del trust_remote_code
     if task not in TASKS:
@@ -173,8 +203,9 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
         raise ValueError("pass either validation_dir or train_val_split, not both")
     if validation_dir is not None and Path(validation_dir).resolve() == Path(dataset_name or train_dir).resolve():
         raise ValueError(f"validation_dir {validation_dir} is the training data: evaluation never reads it")
-    source = _open_source(task, dataset_name or train_dir or embedded_dataset(task, cache_dir), dataset_config_name,
-                          cache_dir)
+    source = _open_source(
+        task, dataset_name or train_dir or embedded_dataset(task, cache_dir), dataset_config_name, cache_dir
+    )
     train_name = source.split(train_split, _TRAIN_SPLITS, "train")
     if validation_dir is not None:
         eval_source = _open_source(task, validation_dir, dataset_config_name, cache_dir)
@@ -187,29 +218,38 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     else:
         eval_source = source
         if eval_split is None and not any(s in source.splits for s in _EVAL_SPLITS):
-            raise ValueError(f"{source.name} has no evaluation split (it has {source.splits}): pass --train_val_split "
-                             "(e.g. 0.1) to hold out part of the training split, --eval_split, or --validation_dir")
+            raise ValueError(
+                f"{source.name} has no evaluation split (it has {source.splits}): pass --train_val_split "
+                "(e.g. 0.1) to hold out part of the training split, --eval_split, or --validation_dir"
+            )
         eval_name = source.split(eval_split, _EVAL_SPLITS, "eval")
         if eval_name == train_name or source.same_data(train_name, eval_name):
-            raise ValueError(f"the evaluation split {eval_name!r} of {source.name} is its training data: pass "
-                             "--train_val_split to hold out part of it, or --validation_dir")
+            raise ValueError(
+                f"the evaluation split {eval_name!r} of {source.name} is its training data: pass "
+                "--train_val_split to hold out part of it, or --validation_dir"
+            )
 
     documented = _DOCUMENTED.get(source.hub_id or "", {})
     fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
     if task == "detection" and fmt is None:
-        raise ValueError(f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
-                         "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)")
+        raise ValueError(
+            f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
+            "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)"
+        )
     train = source.dataset(task, train_name, streaming, columns, fmt)
     evaluation = eval_source.dataset(task, eval_name, streaming, columns, fmt)
     found = source.id2label or _id2label_of(task, train)  # the data's own names
     if label_names and found and len(_named_labels(label_names)) != len(found):
-        raise ValueError(f"label_names has {len(_named_labels(label_names))} names, {source.name} has {len(found)} "
-                         "classes")
+        raise ValueError(
+            f"label_names has {len(_named_labels(label_names))} names, {source.name} has {len(found)} classes"
+        )
     names = label_names or (None if found else documented.get("label_names"))
     id2label = _named_labels(names) if names else found
     if not id2label:
-        raise ValueError(f"{source.name} carries no class names: pass --label_names (a JSON file of names, or one "
-                         f"of {sorted(_BUILT_IN_LABELS)})")
+        raise ValueError(
+            f"{source.name} carries no class names: pass --label_names (a JSON file of names, or one "
+            f"of {sorted(_BUILT_IN_LABELS)})"
+        )
     train_size, eval_size = source.size(train_name), eval_source.size(eval_name)
     if task == "classification":  # unlabelled rows (ImageNet's test split: label -1) are neither trained nor scored
         for ds, where in ((train, f"{source.name}:{train_name}"), (evaluation, f"{eval_source.name}:{eval_name}")):
@@ -226,14 +266,28 @@ def load_splits(task: str, *, dataset_name: str | None = None, dataset_config_na
     return TaskSplits(train, evaluation, id2label, train_size, eval_size, train_name, eval_name)
 
 
-def load_task_dataset(task: str, dataset_name: str | None, split: str, *, data_dir: str | None = None,
-                      streaming: bool | None = None, columns: dict | None = None, bbox_format: str | None = None,
-                      cache_dir: str | None = None, seed: int = 0) -> Dataset | IterableDataset:
+def load_task_dataset(
+    task: str,
+    dataset_name: str | None,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    streaming: bool | None = None,
+    columns: dict | None = None,
+    bbox_format: str | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> Dataset | IterableDataset:
     """One split of a source (see `load_splits`; `data_dir` is the source when `dataset_name` is None), canonical."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    source = _open_source(task, dataset_name or data_dir or embedded_dataset(task, cache_dir, seed), None, cache_dir,
-                          data_dir=data_dir if dataset_name else None)
+    source = _open_source(
+        task,
+        dataset_name or data_dir or embedded_dataset(task, cache_dir, seed),
+        None,
+        cache_dir,
+        data_dir=data_dir if dataset_name else None,
+    )
     fmt = bbox_format or _DOCUMENTED.get(source.hub_id or "", {}).get("bbox_format") or source.bbox_format
     ds = source.dataset(task, source.split(split, (), split), True if streaming is None else streaming, columns, fmt)
     return _with_id2label(ds, source.id2label or _id2label_of(task, ds))
@@ -256,11 +310,14 @@ def _require_labelled(dataset, where: str, rows: int = 8) -> None:
     """An unlabelled split (ImageNet's test: every label -1) can be neither trained nor evaluated on; its first rows
     tell (a stream is read no further than its first labelled row)."""
     labels = dataset.select_columns(["label"])
-    first = itertools.islice(labels if isinstance(labels, IterableDataset) else
-                             labels.select(range(min(rows, len(labels)))), rows)
+    first = itertools.islice(
+        labels if isinstance(labels, IterableDataset) else labels.select(range(min(rows, len(labels)))), rows
+    )
     if not any(_labelled(row["label"]) for row in first):  # stops at the first labelled row
-        raise ValueError(f"{where} is unlabelled (label -1 marks ImageNet's test images) or empty: train and "
-                         "evaluate on labelled splits (e.g. --eval_split validation, or --train_val_split)")
+        raise ValueError(
+            f"{where} is unlabelled (label -1 marks ImageNet's test images) or empty: train and "
+            "evaluate on labelled splits (e.g. --eval_split validation, or --train_val_split)"
+        )
 
 
 def _held_out(image, seed: int, fraction: float) -> bool:
@@ -294,8 +351,10 @@ class _Source:
         for name in candidates:
             if name in self.splits:
                 return name
-        raise FileNotFoundError(f"no {role} split {requested or ''} in {self.name} (tried {list(candidates)}; it has "
-                                f"{self.splits}): pass --{role}_split")
+        raise FileNotFoundError(
+            f"no {role} split {requested or ''} in {self.name} (tried {list(candidates)}; it has "
+            f"{self.splits}): pass --{role}_split"
+        )
 
     def same_data(self, first: str, second: str) -> bool:
         return False
@@ -338,8 +397,12 @@ class _BuilderSource(_Source):
         self.builder, self.name, self.hub_id, self.id2label = builder, name, hub_id, id2label
         self.splits = list(builder.config.data_files or {}) or list(builder.info.splits or {})
         if any("partial" in f for files in (builder.config.data_files or {}).values() for f in files):
-            logger.warning("%s: the parquet export holds only part of some splits (the Hub converts the first 5 GB "
-                           "of large splits): %s", name, _partial_splits(builder))
+            logger.warning(
+                "%s: the parquet export holds only part of some splits (the Hub converts the first 5 GB "
+                "of large splits): %s",
+                name,
+                _partial_splits(builder),
+            )
 
     def raw(self, split, streaming):
         if streaming:
@@ -397,8 +460,9 @@ def _open_source(task: str, source, config: str | None, cache_dir: str | None, d
             # split folders of class folders, as explicit data files: datasets' own pattern search walks the tree
             # dozens of times
             files = {name: str(d / "**") for name, d in splits.items()}
-            return _BuilderSource(datasets.load_dataset_builder("imagefolder", data_files=files, cache_dir=cache_dir),
-                                  source)
+            return _BuilderSource(
+                datasets.load_dataset_builder("imagefolder", data_files=files, cache_dir=cache_dir), source
+            )
         return _hub_like(source, config, cache_dir, data_dir, hub_id=None, root=path)
     if path.is_file() or glob.has_magic(source):
         files = sorted(glob.glob(source))
@@ -422,27 +486,37 @@ def _hub_like(name: str, config: str | None, cache_dir, data_dir, hub_id: str | 
     if root is not None:
         exported = _export_configs(root)
         if config is None and len(exported) > 1:
-            raise ValueError(f"{name} is a parquet export of several configs {exported}: pick one with "
-                             "--dataset_config_name")
+            raise ValueError(
+                f"{name} is a parquet export of several configs {exported}: pick one with --dataset_config_name"
+            )
         if config in exported or (config is None and exported):
-            return _BuilderSource(datasets.load_dataset_builder(name, data_dir=config or exported[0],
-                                                                cache_dir=cache_dir), name, None, _repo_id2label(name, root))
+            return _BuilderSource(
+                datasets.load_dataset_builder(name, data_dir=config or exported[0], cache_dir=cache_dir),
+                name,
+                None,
+                _repo_id2label(name, root),
+            )
     try:
         builder = datasets.load_dataset_builder(name, config, data_dir=data_dir, cache_dir=cache_dir)
     except RuntimeError as error:
         if "Dataset scripts are no longer supported" not in str(error):
             raise
         if root is not None:
-            raise ValueError(f"{name} holds a loading script, which datasets 5 does not run: download the dataset's "
-                             f"parquet export instead (--revision {_EXPORT_REVISION})") from error
+            raise ValueError(
+                f"{name} holds a loading script, which datasets 5 does not run: download the dataset's "
+                f"parquet export instead (--revision {_EXPORT_REVISION})"
+            ) from error
         logger.info("%s is a dataset script: reading its parquet export (%s)", name, _EXPORT_REVISION)
         try:
             config = config or _DOCUMENTED.get(hub_id or "", {}).get("export_config", "default")
-            builder = datasets.load_dataset_builder(name, data_dir=config, revision=_EXPORT_REVISION,
-                                                    cache_dir=cache_dir)
+            builder = datasets.load_dataset_builder(
+                name, data_dir=config, revision=_EXPORT_REVISION, cache_dir=cache_dir
+            )
         except FileNotFoundError as missing:
-            raise ValueError(f"the parquet export of {name} has no config folder {config!r}: pass its config with "
-                             "--dataset_config_name (e.g. 320px for frgfm/imagenette)") from missing
+            raise ValueError(
+                f"the parquet export of {name} has no config folder {config!r}: pass its config with "
+                "--dataset_config_name (e.g. 320px for frgfm/imagenette)"
+            ) from missing
     return _BuilderSource(builder, name, hub_id, _repo_id2label(name, root))
 
 
@@ -470,8 +544,10 @@ def _repo_id2label(name: str, root: Path | None) -> dict[int, str] | None:
 
 
 def _coco_splits(root: Path) -> list[str]:
-    found = [p.name.removeprefix("instances_").removesuffix(".json")
-             for p in sorted((root / "annotations").glob("instances_*.json"))]
+    found = [
+        p.name.removeprefix("instances_").removesuffix(".json")
+        for p in sorted((root / "annotations").glob("instances_*.json"))
+    ]
     found += [p.stem for p in sorted(root.glob("*.json")) if p.stem in _SPLIT_NAMES | {"train2017", "val2017"}]
     return found
 
@@ -510,12 +586,18 @@ def _coco_rows(root: Path, split: str):
     for im in images:
         anns = per_image[im["id"]]
         boxes = [a.get("bbox") for a in anns]
-        rows.append({"image": str(image_dir / im["file_name"]), "image_id": im["id"], "objects": {
-            "bbox": boxes,
-            "category": [contiguous.get(a.get("category_id"), -1) for a in anns],
-            "area": [a.get("area", _box_area(b)) for a, b in zip(anns, boxes)],
-            "iscrowd": [a.get("iscrowd", 0) for a in anns],
-        }})
+        rows.append(
+            {
+                "image": str(image_dir / im["file_name"]),
+                "image_id": im["id"],
+                "objects": {
+                    "bbox": boxes,
+                    "category": [contiguous.get(a.get("category_id"), -1) for a in anns],
+                    "area": [a.get("area", _box_area(b)) for a, b in zip(anns, boxes, strict=True)],
+                    "iscrowd": [a.get("iscrowd", 0) for a in anns],
+                },
+            }
+        )
     return rows, {i: c["name"] for i, c in enumerate(categories)}
 
 
@@ -523,8 +605,10 @@ def _ade_rows(root: Path, split: str):
     """Canonical segmentation rows and id2label of an ADE20K-format folder; a missing label map gives None."""
     images = sorted(p for p in (root / "images" / split).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     annotations = root / "annotations" / split
-    rows = [{"image": str(p), "annotation": str(a) if (a := annotations / f"{p.stem}.png").exists() else None}
-            for p in images]
+    rows = [
+        {"image": str(p), "annotation": str(a) if (a := annotations / f"{p.stem}.png").exists() else None}
+        for p in images
+    ]
     return rows, _ade_names(root)
 
 
@@ -545,14 +629,20 @@ def _check_boxes(source, task, split, columns, fmt, rows: int = 16) -> None:
                 width, height = _image_size(row["image"])
             except Exception:  # noqa: BLE001, S112 - an unreadable image is skipped later, not a format error
                 continue
-        for (x, y, w, h), raw_box in zip((row["objects"] or {}).get("bbox") or [], _raw_boxes(example, cols)):
+        for (x, y, w, h), raw_box in zip(
+            (row["objects"] or {}).get("bbox") or [], _raw_boxes(example, cols), strict=True
+        ):
             if w < 0 or h < 0:
-                raise ValueError(f"box {raw_box} of {source.name}:{split} cannot be {fmt} (x_max < x_min or y_max "
-                                 f"< y_min): declare the right --bbox_format (xyxy or xywh)")
+                raise ValueError(
+                    f"box {raw_box} of {source.name}:{split} cannot be {fmt} (x_max < x_min or y_max "
+                    f"< y_min): declare the right --bbox_format (xyxy or xywh)"
+                )
             slack = 1 + 0.01 * max(width, height)
             if x < -slack or y < -slack or x + w > width + slack or y + h > height + slack:
-                raise ValueError(f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
-                                 "image: declare the right --bbox_format (xyxy or xywh)")
+                raise ValueError(
+                    f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
+                    "image: declare the right --bbox_format (xyxy or xywh)"
+                )
 
 
 def _raw_boxes(example, cols):
@@ -590,8 +680,9 @@ def _columns(task: str, column_names, columns: dict | None) -> dict:
     return {**cols, **(columns or {})}
 
 
-def adapt(dataset, task: str, *, columns: dict | None = None, bbox_format: str | None = None,
-          id2label: dict | None = None):
+def adapt(
+    dataset, task: str, *, columns: dict | None = None, bbox_format: str | None = None, id2label: dict | None = None
+):
     """A dataset in a Hub schema -> the task's canonical columns (images undecoded), label names attached.
 
     Detection needs `bbox_format` ("xyxy" or "xywh"): boxes are never guessed. Separate from the loading so any
@@ -608,8 +699,10 @@ def adapt(dataset, task: str, *, columns: dict | None = None, bbox_format: str |
             id2label = id2label or _class_names(features and features.get(cols["label"]))
     missing = [c for c in needed if dataset.column_names is not None and c not in dataset.column_names]
     if missing:
-        raise ValueError(f"{task} needs columns {missing}, the dataset has {dataset.column_names}: "
-                         "map them with `columns` (e.g. {'image': 'img', 'label': 'fine_label'})")
+        raise ValueError(
+            f"{task} needs columns {missing}, the dataset has {dataset.column_names}: "
+            "map them with `columns` (e.g. {'image': 'img', 'label': 'fine_label'})"
+        )
 
     images = [k for k in ("image", "annotation") if k in cols]
     if features is not None:  # undecoded images: a corrupt file must not raise inside datasets' iterator
@@ -618,8 +711,12 @@ def adapt(dataset, task: str, *, columns: dict | None = None, bbox_format: str |
     if task == "detection":
         if bbox_format not in ("xyxy", "xywh"):
             raise ValueError(f"bbox_format must be 'xyxy' or 'xywh' (declared, never guessed), got {bbox_format!r}")
-        dataset = dataset.map(_DetectionRow(cols, bbox_format == "xyxy"), with_indices=True,
-                              features=DETECTION_FEATURES, remove_columns=dataset.column_names)
+        dataset = dataset.map(
+            _DetectionRow(cols, bbox_format == "xyxy"),
+            with_indices=True,
+            features=DETECTION_FEATURES,
+            remove_columns=dataset.column_names,
+        )
     else:
         dataset = dataset.select_columns([cols[k] for k in DEFAULT_COLUMNS[task]])
         dataset = dataset.rename_columns({cols[k]: k for k in DEFAULT_COLUMNS[task] if cols[k] != k})
@@ -642,10 +739,12 @@ class _DetectionRow:
         if isinstance(objects, dict):
             boxes = [self._box(b) for b in objects.get(c["bbox"]) or []]
             area = objects.get(c["area"]) or [_box_area(b) for b in boxes]
-            objects = {"bbox": boxes,
-                       "category": [_int(v) for v in objects.get(c["category"]) or []],
-                       "area": [_float(v) for v in area],
-                       "iscrowd": [_int(v) for v in objects.get(c["iscrowd"]) or [0] * len(boxes)]}
+            objects = {
+                "bbox": boxes,
+                "category": [_int(v) for v in objects.get(c["category"]) or []],
+                "area": [_float(v) for v in area],
+                "iscrowd": [_int(v) for v in objects.get(c["iscrowd"]) or [0] * len(boxes)],
+            }
         else:
             objects = None
         image_id = _int(example[c["image_id"]]) if c["image_id"] in example else index
@@ -805,8 +904,12 @@ def _label_map(annotation: PIL.Image.Image) -> PIL.Image.Image:
 
 def _checked_objects(objects: dict) -> dict:
     boxes = [[float(v) for v in box] for box in objects["bbox"]]
-    checked = {"bbox": boxes, "category": [int(v) for v in objects["category"]],
-               "area": [float(v) for v in objects["area"]], "iscrowd": [int(v) for v in objects["iscrowd"]]}
+    checked = {
+        "bbox": boxes,
+        "category": [int(v) for v in objects["category"]],
+        "area": [float(v) for v in objects["area"]],
+        "iscrowd": [int(v) for v in objects["iscrowd"]],
+    }
     if {len(v) for v in checked.values()} - {len(boxes)}:
         raise ValueError(f"objects' fields have different lengths: { {k: len(v) for k, v in checked.items()} }")
     for box in boxes:
@@ -856,8 +959,12 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
         if self.transform is not None and self.skipped > pending:
             yield {"skipped": self.skipped - pending}
         if self.skipped > skipped_before:
-            logger.warning("skipped %d corrupt %s example(s) in this pass (%d in all)",
-                           self.skipped - skipped_before, self.task, self.skipped)
+            logger.warning(
+                "skipped %d corrupt %s example(s) in this pass (%d in all)",
+                self.skipped - skipped_before,
+                self.task,
+                self.skipped,
+            )
 
     def state_dict(self) -> dict:
         return self.examples.state_dict()
@@ -868,8 +975,14 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
     def _skip(self, index, example, error):
         self.skipped += 1
         if self.skipped <= self.max_warnings:
-            logger.warning("skipping corrupt %s example #%d (%s): %s: %s", self.task, index, _where(example),
-                           type(error).__name__, error)
+            logger.warning(
+                "skipping corrupt %s example #%d (%s): %s: %s",
+                self.task,
+                index,
+                _where(example),
+                type(error).__name__,
+                error,
+            )
             if self.skipped == self.max_warnings:
                 logger.warning("further corrupt examples are only counted")
 
@@ -934,8 +1047,13 @@ def write_digits(root: Path, seed: int = 0) -> None:
 
     digits = load_digits()
     indices = np.arange(len(digits.target))
-    splits = dict(zip(("train", "validation"),
-                      train_test_split(indices, test_size=0.2, stratify=digits.target, random_state=seed)))
+    splits = dict(
+        zip(
+            ("train", "validation"),
+            train_test_split(indices, test_size=0.2, stratify=digits.target, random_state=seed),
+            strict=False,
+        )
+    )
     for split, chosen in splits.items():
         for i in sorted(chosen):
             folder = root / split / str(digits.target[i])
@@ -956,12 +1074,21 @@ def write_shapes_coco(root: Path, seed: int = 0, sizes=(("train", 200), ("valida
         for image_id in range(1, count + 1):
             image, label_map, shapes = _shapes_sample(rng)
             image.save(root / split / f"{image_id:06d}.jpg", quality=90)
-            images.append({"id": image_id, "file_name": f"{image_id:06d}.jpg", "width": image.width,
-                           "height": image.height})
+            images.append(
+                {"id": image_id, "file_name": f"{image_id:06d}.jpg", "width": image.width, "height": image.height}
+            )
             for cls, (x, y, w, h) in shapes:
-                area = int((np.asarray(label_map)[y:y + h, x:x + w] == cls + 1).sum())
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1,
-                                    "bbox": [x, y, w, h], "area": area, "iscrowd": 0})
+                area = int((np.asarray(label_map)[y : y + h, x : x + w] == cls + 1).sum())
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": cls + 1,
+                        "bbox": [x, y, w, h],
+                        "area": area,
+                        "iscrowd": 0,
+                    }
+                )
         coco = {"images": images, "annotations": annotations, "categories": categories}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, indent=1))
 

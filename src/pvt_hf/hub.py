@@ -7,20 +7,35 @@ from pathlib import Path
 
 from .conversion import preset_for
 
-
 # The papers' ImageNet-1k top-1 (%) for each published variant (v1 paper Table 2, v2 paper Table 2).
 PAPER_TOP1 = {
-    "pvt-tiny": 75.1, "pvt-small": 79.8, "pvt-medium": 81.2, "pvt-large": 81.7,
-    "pvt-v2-b0": 70.5, "pvt-v2-b1": 78.7, "pvt-v2-b2": 82.0, "pvt-v2-b2-li": 82.1,
-    "pvt-v2-b3": 83.2, "pvt-v2-b4": 83.6, "pvt-v2-b5": 83.8,
-}  # fmt: skip
+    "pvt-tiny": 75.1,
+    "pvt-small": 79.8,
+    "pvt-medium": 81.2,
+    "pvt-large": 81.7,
+    "pvt-v2-b0": 70.5,
+    "pvt-v2-b1": 78.7,
+    "pvt-v2-b2": 82.0,
+    "pvt-v2-b2-li": 82.1,
+    "pvt-v2-b3": 83.2,
+    "pvt-v2-b4": 83.6,
+    "pvt-v2-b5": 83.8,
+}
 
 # The papers' ADE20K mIoU (%) of Semantic FPN on each backbone (v1 paper Table 5, v2 paper Table 4).
 PAPER_SEMANTIC_FPN_MIOU = {
-    "pvt-tiny": 35.7, "pvt-small": 39.8, "pvt-medium": 41.6, "pvt-large": 42.1,
-    "pvt-v2-b0": 37.2, "pvt-v2-b1": 42.5, "pvt-v2-b2": 45.2, "pvt-v2-b2-li": 45.1,
-    "pvt-v2-b3": 47.3, "pvt-v2-b4": 47.9, "pvt-v2-b5": 48.7,
-}  # fmt: skip
+    "pvt-tiny": 35.7,
+    "pvt-small": 39.8,
+    "pvt-medium": 41.6,
+    "pvt-large": 42.1,
+    "pvt-v2-b0": 37.2,
+    "pvt-v2-b1": 42.5,
+    "pvt-v2-b2": 45.2,
+    "pvt-v2-b2-li": 45.1,
+    "pvt-v2-b3": 47.3,
+    "pvt-v2-b4": 47.9,
+    "pvt-v2-b5": 48.7,
+}
 
 LICENSES = {
     "official": "The official PVT code and weights (github.com/whai362/PVT) are released under the Apache-2.0 license.",
@@ -49,7 +64,9 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | Path | None = None) -> 
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
             except OSError as error:
-                raise HubError(f"Could not download {checkpoint}: {error}. Download it by hand and pass the file.") from error
+                raise HubError(
+                    f"Could not download {checkpoint}: {error}. Download it by hand and pass the file."
+                ) from error
             partial.rename(target)  # only complete downloads are ever found in the cache
         return target
     from huggingface_hub import snapshot_download
@@ -64,7 +81,14 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | Path | None = None) -> 
 
 
 def model_card(
-    config, task: str, source: str, checkpoint: str, params: int, macs: int, macs_size: int = 224, repo_id: str | None = None
+    config,
+    task: str,
+    source: str,
+    checkpoint: str,
+    params: int,
+    macs: int,
+    macs_size: int = 224,
+    repo_id: str | None = None,
 ) -> str:
     """A model card (README.md) for a converted folder."""
     backbone = getattr(config, "backbone_config", config)
@@ -76,9 +100,13 @@ def model_card(
         "semantic-fpn": ("AutoModelForSemanticSegmentation", "image-segmentation"),
     }[task]
     if variant and task == "classification" and config.num_labels == 1000:
-        metric = f"ImageNet-1k top-1 reported by the paper for {variant}: **{PAPER_TOP1[variant]}%** (224×224, single crop)."
+        metric = (
+            f"ImageNet-1k top-1 reported by the paper for {variant}: **{PAPER_TOP1[variant]}%** (224×224, single crop)."
+        )
     elif variant and task == "semantic-fpn" and config.num_labels == 150:
-        metric = f"ADE20K mIoU reported by the paper for Semantic FPN + {variant}: **{PAPER_SEMANTIC_FPN_MIOU[variant]}%**."
+        metric = (
+            f"ADE20K mIoU reported by the paper for Semantic FPN + {variant}: **{PAPER_SEMANTIC_FPN_MIOU[variant]}%**."
+        )
     else:
         metric = "The source's metrics apply: the conversion changes no numbers (verified to 1e-4 against a reference)."
     usage = (
@@ -126,7 +154,9 @@ processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)
 """
 
 
-def push_folder(folder: str | Path, repo_id: str, commit_message: str, private: bool = False, token: str | None = None) -> str:
+def push_folder(
+    folder: str | Path, repo_id: str, commit_message: str, private: bool = False, token: str | None = None
+) -> str:
     """Create `repo_id` (if needed) and upload `folder` in one commit; returns the commit URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
@@ -136,13 +166,18 @@ def push_folder(folder: str | Path, repo_id: str, commit_message: str, private: 
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     except OfflineModeIsEnabled as error:
-        raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set. Unset it and retry; {folder} is saved.") from error
+        raise HubError(
+            f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set. Unset it and retry; {folder} is saved."
+        ) from error
     except LocalTokenNotFoundError as error:
-        raise HubError(f"Cannot push to {repo_id}: no Hub token. Run `hf auth login` or set HF_TOKEN; {folder} is saved.") from error
+        raise HubError(
+            f"Cannot push to {repo_id}: no Hub token. Run `hf auth login` or set HF_TOKEN; {folder} is saved."
+        ) from error
     except HfHubHTTPError as error:
         raise HubError(f"The Hub refused the push to {repo_id}: {error}. {folder} is saved.") from error
     except Exception as error:  # no network: httpx / OSError flavours
         raise HubError(
-            f"Cannot reach the Hub to push {repo_id} ({type(error).__name__}: {error}); {folder} is saved, push it later."
+            f"Cannot reach the Hub to push {repo_id} ({type(error).__name__}: {error}); "
+            f"{folder} is saved, push it later."
         ) from error
     return str(getattr(commit, "commit_url", commit))

@@ -9,13 +9,12 @@ import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, is_scaled_image
-from transformers.utils import logging
 from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorKwargs, DetrImageProcessorPil
 from transformers.models.segformer.image_processing_pil_segformer import (
     SegformerImageProcessorKwargs,
     SegformerImageProcessorPil,
 )
-
+from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
@@ -98,15 +97,17 @@ class PvtSegmentationImageProcessor(RgbConversionMixin, SegformerImageProcessorP
                     f"got {len(images_list)} images but {len(maps)} segmentation maps: each image needs its own map"
                 )
             for i, label_map in enumerate(maps):
-                shape = (label_map.height, label_map.width, len(label_map.getbands())) if isinstance(
-                    label_map, Image.Image
-                ) else tuple(label_map.shape)
+                shape = (
+                    (label_map.height, label_map.width, len(label_map.getbands()))
+                    if isinstance(label_map, Image.Image)
+                    else tuple(label_map.shape)
+                )
                 if len(shape) == 3 and shape[-1] > 1 and shape[0] > 1:
                     raise ValueError(
                         f"segmentation_maps[{i}] has shape {shape}: a label map holds one class id per pixel "
                         "(height, width); convert a colour-coded (RGB) map to class ids first"
                     )
-            for i, (image, label_map) in enumerate(zip(images_list, maps)):
+            for i, (image, label_map) in enumerate(zip(images_list, maps, strict=True)):
                 if _spatial_size(image) != _spatial_size(label_map):
                     raise ValueError(
                         f"segmentation_maps[{i}] is {_spatial_size(label_map)} (height, width) but its image is "

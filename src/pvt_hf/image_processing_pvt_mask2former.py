@@ -36,7 +36,9 @@ class PvtMask2FormerImageProcessor(RgbConversionMixin, Mask2FormerImageProcessor
         if len(target_sizes) != len(outputs.class_queries_logits):
             raise ValueError(f"{len(target_sizes)} target sizes for a batch of {len(outputs.class_queries_logits)}")
         label_maps = []
-        for classes, masks, size in zip(outputs.class_queries_logits, outputs.masks_queries_logits, target_sizes):
+        for classes, masks, size in zip(
+            outputs.class_queries_logits, outputs.masks_queries_logits, target_sizes, strict=True
+        ):
             masks = F.interpolate(masks[None], size=tuple(size), mode="bilinear", align_corners=False)[0].sigmoid()
             label_maps.append(torch.einsum("qc,qhw->chw", classes.softmax(-1)[:, :-1], masks).argmax(0))
         return label_maps

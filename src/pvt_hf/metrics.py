@@ -19,13 +19,22 @@ from typing import Any
 import numpy as np
 import torch
 
-
 __all__ = ["ClassificationMetric", "CocoDetectionMetric", "SegmentationMetric", "results_with_prefix"]
 
 COCO_STAT_NAMES = (
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-)  # fmt: skip  # the order of COCOeval.stats
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)  # the order of COCOeval.stats
 
 
 def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -93,7 +102,7 @@ class CocoDetectionMetric:
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         repeats = 0
-        for pred, target in zip(predictions, targets):
+        for pred, target in zip(predictions, targets, strict=True):
             if target.get("image_id") is not None:
                 original = int(_numpy(target["image_id"], np.int64).reshape(-1)[0])
                 if original in self.seen_ids:
@@ -108,19 +117,37 @@ class CocoDetectionMetric:
             area = _numpy(target["area"]).reshape(-1) if target.get("area") is not None else wh.prod(1)
             crowd = np.zeros(n) if target.get("iscrowd") is None else _numpy(target["iscrowd"], np.int64).reshape(-1)
             labels = _numpy(target["labels"], np.int64).reshape(-1)
-            for box, size, label, a, c in zip(boxes, wh, labels, area, crowd):
+            for box, size, label, a, c in zip(boxes, wh, labels, area, crowd, strict=True):
                 bbox = [float(box[0]), float(box[1]), float(size[0]), float(size[1])]
                 # ids start at 1: COCOeval takes a matched id of 0 for "unmatched"
-                self.gt.append({"id": len(self.gt) + 1, "image_id": image_id, "category_id": int(label), "bbox": bbox,
-                                "area": float(a), "iscrowd": int(c)})  # fmt: skip
+                self.gt.append(
+                    {
+                        "id": len(self.gt) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": bbox,
+                        "area": float(a),
+                        "iscrowd": int(c),
+                    }
+                )
             boxes, scores = _numpy(pred["boxes"]).reshape(-1, 4), _numpy(pred["scores"]).reshape(-1)
-            for box, score, label in zip(boxes, scores, _numpy(pred["labels"], np.int64).reshape(-1)):
+            for box, score, label in zip(boxes, scores, _numpy(pred["labels"], np.int64).reshape(-1), strict=True):
                 w, h = float(box[2] - box[0]), float(box[3] - box[1])
-                self.dt.append({"id": len(self.dt) + 1, "image_id": image_id, "category_id": int(label),
-                                "bbox": [float(box[0]), float(box[1]), w, h], "score": float(score), "area": w * h,
-                                "iscrowd": 0})  # fmt: skip
+                self.dt.append(
+                    {
+                        "id": len(self.dt) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": [float(box[0]), float(box[1]), w, h],
+                        "score": float(score),
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         if repeats:
-            warnings.warn(f"CocoDetectionMetric: skipped {repeats} image(s) whose image_id was already evaluated")
+            warnings.warn(
+                f"CocoDetectionMetric: skipped {repeats} image(s) whose image_id was already evaluated", stacklevel=2
+            )
 
     def compute(self) -> dict[str, float]:
         """COCOeval(iouType="bbox") summary; entries COCOeval sets to -1 (no ground truth in that range) stay -1."""
@@ -141,7 +168,7 @@ class CocoDetectionMetric:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        results = {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+        results = {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats, strict=True)}
         if self.id2label is not None:
             # precision: (iou, recall, category, area, max dets); recall: (iou, category, area, max dets); area 0 = all
             precision, recall = evaluator.eval["precision"][:, :, :, 0, -1], evaluator.eval["recall"][:, :, 0, -1]
@@ -190,7 +217,9 @@ class SegmentationMetric:
         pred, label = predictions.to(torch.int64)[mask], labels[mask]
         intersect = self._bincount(pred[pred == label])
         area_pred, area_label = self._bincount(pred), self._bincount(label)
-        for key, value in zip(self.KEYS, (intersect, area_pred + area_label - intersect, area_pred, area_label)):
+        for key, value in zip(
+            self.KEYS, (intersect, area_pred + area_label - intersect, area_pred, area_label), strict=True
+        ):
             setattr(self, key, getattr(self, key).to(value.device) + value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -215,8 +244,13 @@ class SegmentationMetric:
         with warnings.catch_warnings():  # nanmean of all-NaN (nothing evaluated) is NaN, without a RuntimeWarning
             warnings.simplefilter("ignore", RuntimeWarning)
             mean_iou, mean_acc = float(np.nanmean(iou)), float(np.nanmean(acc))
-        return {"mean_iou": mean_iou, "mean_accuracy": mean_acc, "overall_accuracy": float(overall),
-                "per_category_iou": iou.tolist(), "per_category_accuracy": acc.tolist()}  # fmt: skip
+        return {
+            "mean_iou": mean_iou,
+            "mean_accuracy": mean_acc,
+            "overall_accuracy": float(overall),
+            "per_category_iou": iou.tolist(),
+            "per_category_accuracy": acc.tolist(),
+        }
 
 
 def results_with_prefix(metrics: Mapping[str, Any], prefix: str = "eval_") -> dict[str, float]:

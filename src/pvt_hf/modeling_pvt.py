@@ -21,7 +21,6 @@ from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_pvt import PvtConfig
 
-
 LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
 
 
@@ -306,7 +305,8 @@ class PvtEncoder(nn.Module):
         rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         starts = [sum(config.depths[:i]) for i in range(len(config.depths))]
         self.stages = nn.ModuleList(
-            PvtStage(config, i, rates[start : start + depth]) for i, (start, depth) in enumerate(zip(starts, config.depths))
+            PvtStage(config, i, rates[start : start + depth])
+            for i, (start, depth) in enumerate(zip(starts, config.depths, strict=True))
         )
         self.num_channels = config.num_channels
         self.min_input_size = config.min_input_size
@@ -504,7 +504,9 @@ class PvtForImageClassification(PvtPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.pvt = PvtModel(config)
-        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
     def forward(

@@ -51,10 +51,12 @@ class FpnNeck(nn.Module):
         self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3) for _ in in_channels)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
+        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features, strict=True)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
-        return [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)]
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
+            )
+        return [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals, strict=True)]
 
 
 class SemanticFpnHead(nn.Module):
@@ -68,7 +70,9 @@ class SemanticFpnHead(nn.Module):
         for level in range(num_levels):
             layers = []
             for k in range(max(1, level)):
-                layers.append(ConvModule(config.fpn_channels if k == 0 else config.hidden_size, config.hidden_size, 3, True))
+                layers.append(
+                    ConvModule(config.fpn_channels if k == 0 else config.hidden_size, config.hidden_size, 3, True)
+                )
                 if level > 0:
                     layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.scale_heads.append(nn.Sequential(*layers))
@@ -77,7 +81,9 @@ class SemanticFpnHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         output = self.scale_heads[0](features[0])
-        for head, feature in zip(self.scale_heads[1:], features[1:]):  # odd sizes: the 2x steps may overshoot
+        for head, feature in zip(
+            self.scale_heads[1:], features[1:], strict=True
+        ):  # odd sizes: the 2x steps may overshoot
             output = output + F.interpolate(head(feature), size=output.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.dropout(output))
 
@@ -164,14 +170,16 @@ class PvtForSemanticSegmentation(PvtLoadingMixin, PreTrainedModel):
     def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0] or labels.shape[-2:] != pixel_values.shape[-2:]:
             raise ValueError(
-                f"labels must be label maps of shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])} "
-                f"matching pixel_values {tuple(pixel_values.shape)}, got {tuple(labels.shape)}"
+                "labels must be label maps of shape (batch, height, width) = "
+                f"{(pixel_values.shape[0], *pixel_values.shape[-2:])} matching pixel_values "
+                f"{tuple(pixel_values.shape)}, got {tuple(labels.shape)}"
             )
         ignore = self.config.semantic_loss_ignore_index
         if not bool((((labels >= 0) & (labels < self.config.num_labels)) | (labels == ignore)).all()):  # one sync
             valid = labels[labels != ignore]
             raise ValueError(
-                f"labels hold class ids outside [0, {self.config.num_labels}) (found {valid.min().item()}..{valid.max().item()}); "
+                f"labels hold class ids outside [0, {self.config.num_labels}) "
+                f"(found {valid.min().item()}..{valid.max().item()}); "
                 f"pixels to ignore must be {self.config.semantic_loss_ignore_index}"
             )
 
@@ -188,7 +196,8 @@ def check_detection_labels(labels: list[dict] | None, num_labels: int) -> None:
             raise ValueError(f"labels[{i}]['class_labels'] holds ids outside [0, {num_labels}): {classes.tolist()}")
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != classes.shape[0]:
             raise ValueError(
-                f"labels[{i}]['boxes'] must have shape ({classes.shape[0]}, 4) (normalised cx, cy, w, h), got {tuple(boxes.shape)}"
+                f"labels[{i}]['boxes'] must have shape ({classes.shape[0]}, 4) (normalised cx, cy, w, h), "
+                f"got {tuple(boxes.shape)}"
             )
 
 

@@ -27,7 +27,6 @@ from torch import nn
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
 from .reference import pvt_hf_outputs
 
-
 DEFAULT_OPSET = 18
 
 
@@ -138,9 +137,17 @@ def _export(model, path, names, example, opset, dynamo, dynamic):
     shapes = {"dynamic_shapes": {"pixel_values": {0: dim, 2: dim, 3: dim}}} if dynamic else {}
     with torch.no_grad():
         torch.onnx.export(
-            pvt_hf_outputs(model), (example,), path, dynamo=dynamo, input_names=["pixel_values"], output_names=names,
-            opset_version=opset, external_data=False, verbose=False, **shapes,
-        )  # fmt: skip
+            pvt_hf_outputs(model),
+            (example,),
+            path,
+            dynamo=dynamo,
+            input_names=["pixel_values"],
+            output_names=names,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+            **shapes,
+        )
 
 
 __all__ = ["AdaptiveAvgPool2dAsMatmul", "OnnxExport", "export_onnx", "exportable"]

@@ -33,50 +33,151 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = F
     """The arguments of every script, named as in transformers' `*_no_trainer` examples; `recipe` holds the task's
     defaults (the paper's recipe). `dense`: detection / segmentation, which take `--backbone_name_or_path`."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model_name_or_path", default=recipe["model"], help="a pvt_hf preset name (trained from scratch), a local folder or a Hub id")
+    group.add_argument(
+        "--model_name_or_path",
+        default=recipe["model"],
+        help="a pvt_hf preset name (trained from scratch), a local folder or a Hub id",
+    )
     if dense:
-        group.add_argument("--backbone_name_or_path", default=None, help="start the PVT trunk from this classification or backbone folder / Hub id (e.g. an ImageNet-1k PVT written by convert/convert_pvt_checkpoint.py)")
-    group.add_argument("--ignore_mismatched_sizes", action="store_true", help="with --model_name_or_path a folder / Hub id: re-initialise the head when its label count differs (opt-in)")
-    group.add_argument("--drop_path_rate", type=float, default=recipe.get("drop_path_rate", 0.0), help="stochastic depth of the PVT trunk")
-    group.add_argument("--trust_remote_code", action="store_true", help="allow dataset / model repositories that run their own code")
+        group.add_argument(
+            "--backbone_name_or_path",
+            default=None,
+            help="start the PVT trunk from this classification or backbone folder / Hub id "
+            "(e.g. an ImageNet-1k PVT written by convert/convert_pvt_checkpoint.py)",
+        )
+    group.add_argument(
+        "--ignore_mismatched_sizes",
+        action="store_true",
+        help="with --model_name_or_path a folder / Hub id: re-initialise the head when its label count differs "
+        "(opt-in)",
+    )
+    group.add_argument(
+        "--drop_path_rate",
+        type=float,
+        default=recipe.get("drop_path_rate", 0.0),
+        help="stochastic depth of the PVT trunk",
+    )
+    group.add_argument(
+        "--trust_remote_code", action="store_true", help="allow dataset / model repositories that run their own code"
+    )
     group.add_argument("--cache_dir", default=None, help="where downloaded datasets and models are stored")
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset_name", default=None, help="a Hub dataset id or a local path; none: the package's embedded default")
+    group.add_argument(
+        "--dataset_name", default=None, help="a Hub dataset id or a local path; none: the package's embedded default"
+    )
     group.add_argument("--dataset_config_name", default=None, help="the dataset's configuration")
     group.add_argument("--train_dir", default=None, help="a local folder of training data (instead of --dataset_name)")
     group.add_argument("--validation_dir", default=None, help="a local folder of evaluation data")
     group.add_argument("--train_split", default=None, help="the training split (default: the dataset's, e.g. train)")
-    group.add_argument("--eval_split", default=None, help="the evaluation split (default: validation / val / test, as the dataset has it)")
-    group.add_argument("--train_val_split", type=float, default=None, help="hold out this fraction of the training split for evaluation when the dataset has no evaluation split")
-    group.add_argument("--label_names", default=None, help="class names when the data has none: a JSON file (a list, or {id: name}) or imagenet-1k / coco / ade20k")
+    group.add_argument(
+        "--eval_split",
+        default=None,
+        help="the evaluation split (default: validation / val / test, as the dataset has it)",
+    )
+    group.add_argument(
+        "--train_val_split",
+        type=float,
+        default=None,
+        help="hold out this fraction of the training split for evaluation when the dataset has no evaluation split",
+    )
+    group.add_argument(
+        "--label_names",
+        default=None,
+        help="class names when the data has none: a JSON file (a list, or {id: name}) or imagenet-1k / coco / ade20k",
+    )
     group.add_argument("--image_column_name", default=None, help="the dataset's image column (default: image)")
-    group.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True, help="stream the dataset (default) rather than download it first")
-    group.add_argument("--shuffle_buffer_size", type=int, default=1000, help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, which makes resumption exact for streams too")
-    group.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes decoding and augmenting (a stream is split over them by its shards)")
-    group.add_argument("--max_train_samples", type=int, default=None, help="use at most this many training examples per epoch")
+    group.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream the dataset (default) rather than download it first",
+    )
+    group.add_argument(
+        "--shuffle_buffer_size",
+        type=int,
+        default=1000,
+        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, "
+        "which makes resumption exact for streams too",
+    )
+    group.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=0,
+        help="worker processes decoding and augmenting (a stream is split over them by its shards)",
+    )
+    group.add_argument(
+        "--max_train_samples", type=int, default=None, help="use at most this many training examples per epoch"
+    )
     group.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on at most this many examples")
     group.add_argument("--image_size", type=int, default=recipe["image_size"], help="training crop / resize size")
     group = parser.add_argument_group("optimisation (defaults: the paper's recipe)")
-    group.add_argument("--learning_rate", type=float, default=recipe["learning_rate"], help=recipe.get("learning_rate_help", "AdamW's peak learning rate"))
-    group.add_argument("--weight_decay", type=float, default=recipe["weight_decay"], help="AdamW weight decay (not on biases, norms, position tables, class tokens)")
-    group.add_argument("--lr_scheduler_type", default=recipe["lr_scheduler_type"], choices=SCHEDULES, help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR)")
+    group.add_argument(
+        "--learning_rate",
+        type=float,
+        default=recipe["learning_rate"],
+        help=recipe.get("learning_rate_help", "AdamW's peak learning rate"),
+    )
+    group.add_argument(
+        "--weight_decay",
+        type=float,
+        default=recipe["weight_decay"],
+        help="AdamW weight decay (not on biases, norms, position tables, class tokens)",
+    )
+    group.add_argument(
+        "--lr_scheduler_type",
+        default=recipe["lr_scheduler_type"],
+        choices=SCHEDULES,
+        help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR)",
+    )
     group.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps")
-    group.add_argument("--num_train_epochs", type=int, default=recipe["num_train_epochs"], help="epochs (when --max_train_steps is not set)")
-    group.add_argument("--max_train_steps", type=int, default=None, help="total optimizer steps; overrides the epochs (required for a stream that does not report its size)")
-    group.add_argument("--per_device_train_batch_size", type=int, default=recipe["batch_size"], help="training batch per process")
-    group.add_argument("--per_device_eval_batch_size", type=int, default=recipe["batch_size"], help="evaluation batch per process")
+    group.add_argument(
+        "--num_train_epochs",
+        type=int,
+        default=recipe["num_train_epochs"],
+        help="epochs (when --max_train_steps is not set)",
+    )
+    group.add_argument(
+        "--max_train_steps",
+        type=int,
+        default=None,
+        help="total optimizer steps; overrides the epochs (required for a stream that does not report its size)",
+    )
+    group.add_argument(
+        "--per_device_train_batch_size", type=int, default=recipe["batch_size"], help="training batch per process"
+    )
+    group.add_argument(
+        "--per_device_eval_batch_size", type=int, default=recipe["batch_size"], help="evaluation batch per process"
+    )
     group.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
-    group.add_argument("--max_grad_norm", type=float, default=recipe.get("max_grad_norm"), help="gradient clipping (none by default)")
-    group.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config")
+    group.add_argument(
+        "--max_grad_norm", type=float, default=recipe.get("max_grad_norm"), help="gradient clipping (none by default)"
+    )
+    group.add_argument(
+        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
+    )
     group.add_argument("--seed", type=int, default=42, help="seeds the model, the data order and the augmentation")
     group = parser.add_argument_group("run management")
-    group.add_argument("--output_dir", default=recipe["output_dir"], help="where checkpoints and the final folder are written")
-    group.add_argument("--checkpointing_steps", default=None, help="save a resumable checkpoint every N steps, or 'epoch'")
-    group.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in --output_dir")
-    group.add_argument("--with_tracking", action="store_true", help="log the loss, learning rate and metrics to --report_to")
+    group.add_argument(
+        "--output_dir", default=recipe["output_dir"], help="where checkpoints and the final folder are written"
+    )
+    group.add_argument(
+        "--checkpointing_steps", default=None, help="save a resumable checkpoint every N steps, or 'epoch'"
+    )
+    group.add_argument(
+        "--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in --output_dir"
+    )
+    group.add_argument(
+        "--with_tracking", action="store_true", help="log the loss, learning rate and metrics to --report_to"
+    )
     group.add_argument("--report_to", default="all", help="with --with_tracking: tensorboard, wandb, ... or 'all'")
-    group.add_argument("--push_to_hub", action="store_true", help="upload the final folder (token and connection are checked before training)")
-    group.add_argument("--hub_model_id", default=None, help="the repository to push to (default: the output folder's name)")
+    group.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="upload the final folder (token and connection are checked before training)",
+    )
+    group.add_argument(
+        "--hub_model_id", default=None, help="the repository to push to (default: the output folder's name)"
+    )
     group.add_argument("--hub_token", default=None, help="the Hub token (default: the stored login / HF_TOKEN)")
 
 
@@ -99,12 +200,16 @@ def check_hub_access(args) -> None:
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
     if HF_HUB_OFFLINE:
-        raise SystemExit("--push_to_hub: HF_HUB_OFFLINE is set, so nothing could be pushed. Unset it, or drop --push_to_hub.")
+        raise SystemExit(
+            "--push_to_hub: HF_HUB_OFFLINE is set, so nothing could be pushed. Unset it, or drop --push_to_hub."
+        )
     try:
         user = HfApi(token=args.hub_token).whoami()
     except Exception as error:  # noqa: BLE001 - no token, a refused token, no network: all end the run here
-        raise SystemExit(f"--push_to_hub: cannot use the Hub ({type(error).__name__}: {error}). Log in with "
-                         "`hf auth login` (or pass --hub_token / set HF_TOKEN) and check the connection.") from None
+        raise SystemExit(
+            f"--push_to_hub: cannot use the Hub ({type(error).__name__}: {error}). Log in with "
+            "`hf auth login` (or pass --hub_token / set HF_TOKEN) and check the connection."
+        ) from None
     logger.info("pushing to the Hub as %s", user.get("name"))
 
 
@@ -117,12 +222,22 @@ def load_splits(args, task: str, columns: dict, **extra):
 
     columns = {k: v for k, v in columns.items() if v}
     return data.load_splits(
-        task, dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_dir=args.train_dir,
-        validation_dir=args.validation_dir, train_split=args.train_split, eval_split=args.eval_split,
-        train_val_split=args.train_val_split, streaming=args.streaming, columns=columns or None,
-        label_names=args.label_names, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code, seed=args.seed,
+        task,
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_dir=args.train_dir,
+        validation_dir=args.validation_dir,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        train_val_split=args.train_val_split,
+        streaming=args.streaming,
+        columns=columns or None,
+        label_names=args.label_names,
+        cache_dir=args.cache_dir,
+        trust_remote_code=args.trust_remote_code,
+        seed=args.seed,
         **extra,
-    )  # fmt: skip
+    )
 
 
 def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamespace:
@@ -136,16 +251,21 @@ def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamesp
         raise ValueError("the training split is empty")
     if train_size is None:
         if args.max_train_steps is None:
-            raise ValueError("the training stream does not report its size, so epochs cannot be counted: pass "
-                             "--max_train_steps (or --max_train_samples)")
+            raise ValueError(
+                "the training stream does not report its size, so epochs cannot be counted: pass "
+                "--max_train_steps (or --max_train_samples)"
+            )
         return SimpleNamespace(steps_per_epoch=None, total_steps=args.max_train_steps, per_process=None)
     per_process = train_size // num_processes
     if per_process == 0:
         raise ValueError(f"the training split has {train_size} example(s), fewer than the {num_processes} processes")
     batches = math.ceil(per_process / args.per_device_train_batch_size)
     steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
-    return SimpleNamespace(steps_per_epoch=steps_per_epoch, per_process=per_process,
-                           total_steps=args.max_train_steps or steps_per_epoch * args.num_train_epochs)
+    return SimpleNamespace(
+        steps_per_epoch=steps_per_epoch,
+        per_process=per_process,
+        total_steps=args.max_train_steps or steps_per_epoch * args.num_train_epochs,
+    )
 
 
 def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int):
@@ -158,16 +278,25 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
 
     from . import data
 
-    # torchdata 0.11 calls a torch API that torch 2.13 deprecates, once per loader (i.e. per epoch): not the user's concern
+    # torchdata 0.11 calls a torch API that torch 2.13 deprecates, once per loader (i.e. per epoch):
+    # not the user's concern
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     limit = args.max_train_samples // num_processes if args.max_train_samples else None
-    stream = data.epoch_stream(train_set, args.seed + epoch, args.shuffle_buffer_size, limit,
-                               num_shards=max(1, args.dataloader_num_workers) * 8)
+    stream = data.epoch_stream(
+        train_set,
+        args.seed + epoch,
+        args.shuffle_buffer_size,
+        limit,
+        num_shards=max(1, args.dataloader_num_workers) * 8,
+    )
     examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch)
     return StatefulDataLoader(
-        examples, batch_size=args.per_device_train_batch_size, num_workers=args.dataloader_num_workers,
-        collate_fn=_Collate(collate), persistent_workers=False,
-    )  # fmt: skip
+        examples,
+        batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=_Collate(collate),
+        persistent_workers=False,
+    )
 
 
 def eval_loader(eval_set, args, task: str, num_processes: int):
@@ -177,8 +306,12 @@ def eval_loader(eval_set, args, task: str, num_processes: int):
     if args.max_eval_samples:
         eval_set = data.take(eval_set, args.max_eval_samples // num_processes)
     stream = data.epoch_stream(eval_set, None, 0, None, num_shards=max(1, args.dataloader_num_workers) * 8)
-    return torch.utils.data.DataLoader(data.SkipCorrupt(stream, task, transform=_decoded), batch_size=args.per_device_eval_batch_size,
-                                       num_workers=args.dataloader_num_workers, collate_fn=_Collate(_examples))  # fmt: skip
+    return torch.utils.data.DataLoader(
+        data.SkipCorrupt(stream, task, transform=_decoded),
+        batch_size=args.per_device_eval_batch_size,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=_Collate(_examples),
+    )
 
 
 def _decoded(example, rng):
@@ -204,8 +337,12 @@ class _Collate:
 def check_progress(step_before: int, step: int, skipped: int, epoch: int) -> None:
     """After an epoch: an epoch that took no step would repeat forever (an empty split, or every sample corrupt)."""
     if step == step_before:
-        reason = f"all {skipped} sample(s) read so far were corrupt" if skipped else "the training split yielded no example"
-        raise RuntimeError(f"epoch {epoch} took no training step: {reason}. Check the dataset (see the warnings above).")
+        reason = (
+            f"all {skipped} sample(s) read so far were corrupt" if skipped else "the training split yielded no example"
+        )
+        raise RuntimeError(
+            f"epoch {epoch} took no training step: {reason}. Check the dataset (see the warnings above)."
+        )
 
 
 class Progress:
@@ -230,7 +367,9 @@ class Progress:
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
         self.loader = None
-        self.bar = tqdm(total=plan.total_steps, initial=self.step, disable=not accelerator.is_local_main_process, desc="train")
+        self.bar = tqdm(
+            total=plan.total_steps, initial=self.step, disable=not accelerator.is_local_main_process, desc="train"
+        )
 
     @property
     def done(self) -> bool:
@@ -273,7 +412,9 @@ class Progress:
             lr, last_loss = scheduler.get_last_lr()[0], loss.item()  # one device sync
             self.bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
             if self.args.with_tracking:
-                self.accelerator.log({"train_loss": last_loss, "learning_rate": lr, "epoch": self.epoch}, step=self.step)
+                self.accelerator.log(
+                    {"train_loss": last_loss, "learning_rate": lr, "epoch": self.epoch}, step=self.step
+                )
         if checkpoint_due(self.args, self.step, end_of_epoch=False):
             self._save(self.loader)
 
@@ -343,8 +484,9 @@ def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
     if args.model_name_or_path in presets:
         model = auto_class.from_config(config)
     else:
-        model = auto_class.from_pretrained(args.model_name_or_path, config=config,
-                                           ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub)
+        model = auto_class.from_pretrained(
+            args.model_name_or_path, config=config, ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub
+        )
     if getattr(args, "backbone_name_or_path", None):
         from .transfer import load_pretrained_backbone
 
@@ -390,17 +532,25 @@ def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: in
         if steps_per_epoch:
             drop = min(33 * steps_per_epoch, drop)
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: (step + 1) / num_warmup_steps if step < num_warmup_steps else 0.1 if step >= drop else 1.0
-        )  # fmt: skip
+            optimizer,
+            lambda step: (step + 1) / num_warmup_steps if step < num_warmup_steps else 0.1 if step >= drop else 1.0,
+        )
     specific = {"power": 0.9, "lr_end": 0.0} if name == "polynomial" else None
-    return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=total_steps,
-                         scheduler_specific_kwargs=specific)
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=specific,
+    )
 
 
 def optimizer_and_scheduler(model, args, plan):
     """AdamW over the decayed / non-decayed parameter groups and `--lr_scheduler_type` over `plan`'s steps."""
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
-    return optimizer, build_scheduler(optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch)
+    return optimizer, build_scheduler(
+        optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch
+    )
 
 
 def mixing_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -427,8 +577,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, load
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
-    torch.save(loader.state_dict() if loader is not None else None,
-               partial / LOADER_STATE_FILE.format(rank=accelerator.process_index))
+    torch.save(
+        loader.state_dict() if loader is not None else None,
+        partial / LOADER_STATE_FILE.format(rank=accelerator.process_index),
+    )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / STATE_FILE).write_text(json.dumps(state))
@@ -440,8 +592,11 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, load
 
 def latest_checkpoint(output_dir: str) -> Path | None:
     """The checkpoint folder with the highest step (`*.partial` ones, interrupted saves, are never considered)."""
-    candidates = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
-                  if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
+    candidates = [
+        p
+        for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()
+    ]
     return max(candidates, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
 
 
@@ -454,7 +609,9 @@ def resume(accelerator: Accelerator, args) -> dict | None:
     if args.resume_from_checkpoint == "latest":
         path = latest_checkpoint(args.output_dir)
         if path is None:
-            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch", args.output_dir)
+            logger.warning(
+                "--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch", args.output_dir
+            )
             return None
     else:
         path = Path(args.resume_from_checkpoint)
@@ -532,8 +689,11 @@ def save_outputs(accelerator: Accelerator, model, processor, args, metrics: dict
 
 
 def training_card(task: str, args, metrics: dict) -> str:
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
+    )
     arguments = json.dumps({k: v for k, v in vars(args).items() if k != "hub_token"}, indent=2, default=str)
+    dataset = args.dataset_name or args.train_dir or "the embedded default dataset"
     return f"""---
 library_name: transformers
 tags: [pvt, pvt_hf, {task}]
@@ -541,7 +701,7 @@ tags: [pvt, pvt_hf, {task}]
 
 # {Path(args.output_dir).name}
 
-PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{args.dataset_name or args.train_dir or "the embedded default dataset"}`.
+PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{dataset}`.
 
 ## Evaluation
 

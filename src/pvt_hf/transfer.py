@@ -18,15 +18,27 @@ from transformers.utils import cached_file, logging
 
 from .configuration_pvt import PvtConfig
 
-
 logger = logging.get_logger(__name__)
 
 # PvtConfig fields that decide the trunk's tensors or what it computes: source and target must agree on all of them.
 ARCHITECTURE_FIELDS = (
-    "num_channels", "depths", "patch_sizes", "hidden_sizes", "num_attention_heads", "sr_ratios", "mlp_ratios",
-    "overlapping_patch_embed", "conv_ffn", "linear_sra", "absolute_pos_embed", "pooling", "stage_norms", "qkv_bias",
-    "hidden_act", "layer_norm_eps",
-)  # fmt: skip
+    "num_channels",
+    "depths",
+    "patch_sizes",
+    "hidden_sizes",
+    "num_attention_heads",
+    "sr_ratios",
+    "mlp_ratios",
+    "overlapping_patch_embed",
+    "conv_ffn",
+    "linear_sra",
+    "absolute_pos_embed",
+    "pooling",
+    "stage_norms",
+    "qkv_bias",
+    "hidden_act",
+    "layer_norm_eps",
+)
 # The classification model's trunk (`PvtModel` under `pvt.`) holds the backbone's tensors under `pvt.encoder.`.
 CLASSIFICATION_PREFIX = "pvt."
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -59,7 +71,9 @@ def check_architecture(source: PvtConfig, target: PvtConfig) -> None:
     source_fields, target_fields = _architecture(source), _architecture(target)
     differing = [k for k in {**source_fields, **target_fields} if source_fields.get(k) != target_fields.get(k)]
     if differing:
-        details = "; ".join(f"{k}: source {source_fields.get(k)!r} vs target {target_fields.get(k)!r}" for k in differing)
+        details = "; ".join(
+            f"{k}: source {source_fields.get(k)!r} vs target {target_fields.get(k)!r}" for k in differing
+        )
         raise BackboneTransferError(
             f"the source PVT's architecture differs from the target backbone's in {', '.join(differing)} ({details}). "
             "Build the target with the source's backbone (pvt_hf.transfer.config_with_source_backbone) or pick a "
@@ -153,8 +167,11 @@ def load_pretrained_backbone(model: torch.nn.Module, name_or_path: str, **hub_kw
     report = {"loaded": [f"{prefix}.{k}" for k in targets], "unused_in_source": unused}
     logger.info(
         "Loaded %d backbone tensors of %s from %s; unused in the source: %s",
-        len(targets), type(model).__name__, name_or_path, unused or "none",
-    )  # fmt: skip
+        len(targets),
+        type(model).__name__,
+        name_or_path,
+        unused or "none",
+    )
     return report
 
 

@@ -37,8 +37,15 @@ class ClassificationTrainTransform:
     """DeiT's training transform: random-resized crop (scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip,
     colour jitter, normalisation, random erasing."""
 
-    def __init__(self, size: int, scale=(0.08, 1.0), flip_prob: float = 0.5, color_jitter: float = 0.4,
-                 erase_prob: float = 0.25, seed: int = 0):
+    def __init__(
+        self,
+        size: int,
+        scale=(0.08, 1.0),
+        flip_prob: float = 0.5,
+        color_jitter: float = 0.4,
+        erase_prob: float = 0.25,
+        seed: int = 0,
+    ):
         self.size, self.scale, self.flip_prob = size, scale, flip_prob
         self.color_jitter, self.erase_prob = color_jitter, erase_prob
         self.rng = random.Random(seed)
@@ -61,7 +68,9 @@ class ClassificationTrainTransform:
         image = image.resize((self.size, self.size), Image.BICUBIC, box=self.crop_box(*image.size, rng))
         if rng.random() < self.flip_prob:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color) if self.color_jitter else ():
+        for enhance in (
+            (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color) if self.color_jitter else ()
+        ):
             image = enhance(image).enhance(rng.uniform(1 - self.color_jitter, 1 + self.color_jitter))
         pixels = normalize(image)
         if rng.random() < self.erase_prob:
@@ -87,8 +96,15 @@ def classification_eval_processor(size: int) -> PvtHfImageProcessor:
     return PvtHfImageProcessor(size={"shortest_edge": int(size / 0.875)}, crop_size={"height": size, "width": size})
 
 
-def mixup_cutmix(pixels: torch.Tensor, labels: torch.Tensor, num_labels: int, mixup_alpha: float, cutmix_alpha: float,
-                 label_smoothing: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup_cutmix(
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    num_labels: int,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    label_smoothing: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DeiT's batch mixing: with both enabled, half the batches use mixup (alpha 0.8), half cutmix (alpha 1.0); the
     targets are smoothed one-hot vectors mixed in the same proportion."""
     off = label_smoothing / num_labels
@@ -102,7 +118,10 @@ def mixup_cutmix(pixels: torch.Tensor, labels: torch.Tensor, num_labels: int, mi
     if use_cutmix:
         height, width = pixels.shape[-2:]
         cut_h, cut_w = int(height * math.sqrt(1 - lam)), int(width * math.sqrt(1 - lam))
-        cy, cx = torch.randint(0, height, (1,), generator=generator).item(), torch.randint(0, width, (1,), generator=generator).item()
+        cy, cx = (
+            torch.randint(0, height, (1,), generator=generator).item(),
+            torch.randint(0, width, (1,), generator=generator).item(),
+        )
         top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
         left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
         pixels = pixels.clone()
@@ -149,7 +168,7 @@ def coco_annotations(image_id: int, boxes, categories, areas=None, iscrowd=None)
         "image_id": image_id,
         "annotations": [
             {"bbox": b.tolist(), "category_id": int(c), "area": float(a), "iscrowd": int(z)}
-            for b, c, a, z in zip(boxes, categories, areas, iscrowd)
+            for b, c, a, z in zip(boxes, categories, areas, iscrowd, strict=True)
         ],
     }
 

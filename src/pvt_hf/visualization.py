@@ -19,13 +19,19 @@ def draw_detections(image: Image.Image, detections, id2label: dict | None = None
     if isinstance(detections, dict):
         id2label = id2label or {}
         detections = [
-            {"score": float(s), "label": id2label.get(int(label), str(int(label))), "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), map(float, b)))}
-            for s, label, b in zip(detections["scores"], detections["labels"], detections["boxes"])
+            {
+                "score": float(s),
+                "label": id2label.get(int(label), str(int(label))),
+                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), map(float, b), strict=True)),
+            }
+            for s, label, b in zip(detections["scores"], detections["labels"], detections["boxes"], strict=True)
         ]
     canvas = image.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     labels = sorted({d["label"] for d in detections})
-    colors = {label: tuple(int(c) for c in color) for label, color in zip(labels, palette(max(len(labels), 1)))}
+    colors = {
+        label: tuple(int(c) for c in color) for label, color in zip(labels, palette(max(len(labels), 1)), strict=False)
+    }
     for d in detections:
         box = d["box"]
         xyxy = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
@@ -39,13 +45,22 @@ def draw_detections(image: Image.Image, detections, id2label: dict | None = None
     return canvas
 
 
-def draw_segmentation(image: Image.Image, segmentation, num_labels: int, alpha: float = 0.5, ignore_index: int = 255, path: str | Path | None = None):
+def draw_segmentation(
+    image: Image.Image,
+    segmentation,
+    num_labels: int,
+    alpha: float = 0.5,
+    ignore_index: int = 255,
+    path: str | Path | None = None,
+):
     """`segmentation` (class ids, (height, width), tensor or array, e.g. from `post_process_semantic_segmentation`)
     colour-coded and blended over `image`; `ignore_index` pixels are left uncoloured."""
     ids = np.asarray(segmentation.cpu() if hasattr(segmentation, "cpu") else segmentation).astype(np.int64)
     canvas = image.convert("RGB")
     if ids.shape != (canvas.height, canvas.width):
-        raise ValueError(f"segmentation is {ids.shape} but the image is {(canvas.height, canvas.width)} (height, width)")
+        raise ValueError(
+            f"segmentation is {ids.shape} but the image is {(canvas.height, canvas.width)} (height, width)"
+        )
     base = np.asarray(canvas, dtype=np.float32)
     colors = palette(num_labels).astype(np.float32)
     mask = (ids >= 0) & (ids < num_labels) & (ids != ignore_index)

@@ -1,6 +1,7 @@
 """Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2`: trains the classification example
 for a few steps with DDP on the streamed embedded dataset and records, per rank, what it read, its final parameters,
-how far its learning-rate schedule advanced, the distributed evaluation and (rank 0) a single-process evaluation of the same model on the whole split."""
+how far its learning-rate schedule advanced, the distributed evaluation and (rank 0) a single-process evaluation of
+the same model on the whole split."""
 
 import json
 import sys
@@ -13,7 +14,6 @@ import run_image_classification as script  # noqa: E402
 
 from pvt_hf import data, training  # noqa: E402
 from pvt_hf.metrics import ClassificationMetric  # noqa: E402
-
 
 out = Path(sys.argv[1])
 record = {}
@@ -36,12 +36,14 @@ def recording_scheduler(*args, **kwargs):
 
 def recording_save_outputs(accelerator, model, processor, args, metrics, task):
     unwrapped = accelerator.unwrap_model(model)
-    torch.save({k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}, out / f"params-{accelerator.process_index}.pt")
+    torch.save(
+        {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}, out / f"params-{accelerator.process_index}.pt"
+    )
     if accelerator.is_main_process:  # the same model and data, evaluated by one process alone
         metric = ClassificationMetric()
         processor_ = script.classification_eval_processor(args.image_size)
         full = data.SkipCorrupt(data.load_task_dataset("classification", None, "validation"), "classification")
-        images, labels = zip(*[(e["image"], e["label"]) for e in full])
+        images, labels = zip(*[(e["image"], e["label"]) for e in full], strict=True)
         with torch.no_grad():
             logits = unwrapped.eval()(pixel_values=processor_(list(images), return_tensors="pt").pixel_values).logits
         metric.update(logits, torch.tensor(labels))
@@ -55,6 +57,18 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
 data.shard_for_process = recording_shard
 training.save_outputs = recording_save_outputs
 training.build_scheduler = recording_scheduler
-script.main(["--output_dir", str(out / "run"), "--max_train_steps", "6", "--per_device_train_batch_size", "16",
-             "--max_train_samples", "256", "--dataloader_num_workers", "2"])  # fmt: skip
+script.main(
+    [
+        "--output_dir",
+        str(out / "run"),
+        "--max_train_steps",
+        "6",
+        "--per_device_train_batch_size",
+        "16",
+        "--max_train_samples",
+        "256",
+        "--dataloader_num_workers",
+        "2",
+    ]
+)
 (out / f"record-{record['rank']}.json").write_text(json.dumps(record))
