@@ -2,7 +2,7 @@
 one process so that all three meet the same machine state: median wall seconds, CPU seconds and minor page faults per
 forward, per round. Random weights (speed does not depend on them; `python -m benchmarks` checks outputs agree).
 
-    python -m benchmarks.mlp_chunking --preset pvt-v2-b2 --shape 8x224x224
+    python -m benchmarks.mlp_chunking --preset pvt-v2-b2 --shape 8x224x224 [--accuracy]
 """
 
 import argparse
@@ -39,6 +39,11 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="forwards per measurement (median)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three variants")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="also report how far the chunked and the unchunked float32 outputs are from the float64 model's",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     batch, height, width = map(int, args.shape.split("x"))
@@ -64,6 +69,36 @@ def main(argv=None) -> None:
                 f"wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults}"
             )
     PvtMlp.chunk_bytes = budget
+    if args.accuracy:
+        report_accuracy(ours, pixels, budget)
+
+
+def outputs(model, pixels) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = model(pixels)
+    return [out.logits] if hasattr(out, "logits") else list(out.feature_maps)
+
+
+def report_accuracy(model, pixels, budget: int) -> None:
+    """Chunks change the order of a few float32 sums (fc2 adds up channel groups): measure them against float64."""
+    fp32 = {}
+    for name, chunk_bytes in [("chunked", budget), ("unchunked", 2**62)]:
+        PvtMlp.chunk_bytes = chunk_bytes
+        fp32[name] = outputs(model, pixels)
+    PvtMlp.chunk_bytes = 2**62
+    exact = outputs(model.double(), pixels.double())
+    model.float()
+    PvtMlp.chunk_bytes = budget
+
+    def gap(actual, expected):  # max |difference| / max |expected|, per output
+        return " ".join(
+            f"{((a.double() - e).abs().max() / e.abs().max()).item():.1e}"
+            for a, e in zip(actual, expected, strict=True)
+        )
+
+    print(f"chunked vs unchunked (max |diff| / max |output|): {gap(fp32['chunked'], fp32['unchunked'])}")
+    for name, out in fp32.items():
+        print(f"{name} float32 vs float64: {gap(out, exact)}")
 
 
 if __name__ == "__main__":

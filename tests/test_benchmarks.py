@@ -66,3 +66,14 @@ def test_worker_runs_in_its_own_process(tmp_path):
     result = harness.run_isolated(spec)
     assert result["status"] == "ok", result
     assert result["images_per_s"] > 0 and result["memory_method"].startswith("VmHWM")
+
+
+def test_mlp_chunking_benchmark_runs(capsys):
+    """The README Performance command, on a small input: three variants per round and the float64 comparison."""
+    from benchmarks import mlp_chunking
+
+    mlp_chunking.main(["--preset", "pvt-v2-b0", "--shape", "1x96x128", "--repeats", "1", "--rounds", "1", "--accuracy"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[4] for line in lines[:3]] == ["chunked", "unchunked", "transformers"]
+    gaps = [float(value) for line in lines[3:] for value in line.split(": ")[1].split()]
+    assert len(gaps) == 3 * 4 and max(gaps) < 1e-5

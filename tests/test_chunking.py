@@ -11,11 +11,11 @@ from pvt_hf.modeling_pvt import PvtMlp
 
 @pytest.fixture
 def chunk_counter(monkeypatch):
-    """Counts the chunked MLP calls and their in-place linear writes (fc2 per chunk), with a budget of 512 KiB so
-    that the tiny models chunk: at 224 one stage-1 sample (56x56 tokens x 32 hidden x 4 bytes = 401 KiB) fits, two
-    do not."""
-    counts = {"mlp": 0, "linear writes": 0}
-    forward, linear_into = PvtMlp.forward_in_chunks, PvtMlp.linear_into
+    """Counts the chunked MLP calls, their in-place linear writes (fc2 per chunk) and their samples computed in groups
+    of hidden channels, with a budget of 512 KiB so that the tiny models chunk: at 224 one stage-1 sample (56x56
+    tokens x 32 hidden x 4 bytes = 401 KiB) fits, two do not."""
+    counts = {"mlp": 0, "linear writes": 0, "channel groups": 0}
+    forward, linear_into, channel_groups = PvtMlp.forward_in_chunks, PvtMlp.linear_into, PvtMlp.run_channel_groups
 
     def counting_forward(self, *args):
         counts["mlp"] += 1
@@ -25,7 +25,12 @@ def chunk_counter(monkeypatch):
         counts["linear writes"] += 1
         return linear_into(linear, inputs, out)
 
+    def counting_channel_groups(self, *args):
+        counts["channel groups"] += 1
+        return channel_groups(self, *args)
+
     monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**19)
+    monkeypatch.setattr(PvtMlp, "run_channel_groups", counting_channel_groups)
     monkeypatch.setattr(PvtMlp, "forward_in_chunks", counting_forward)
     monkeypatch.setattr(PvtMlp, "linear_into", staticmethod(counting_linear_into))
     return counts
@@ -42,8 +47,8 @@ def assert_equal_to_1e6(actual, expected):
 @pytest.mark.parametrize("size", [(224, 224), (225, 301), (800, 1216)])
 def test_chunked_mlp_equals_plain(family, size, chunk_counter):
     """v1 (runs of tokens, class token included), v2 (whole samples) and v2-li (ReLU before the conv); the reference
-    is the plain MLP (gradient mode). With the conv, a sample larger than the budget runs whole: at 225x301 stage 1
-    (57x76 tokens, 541 KiB), at 800x1216 stages 1-3; v1 chunks everywhere."""
+    is the plain MLP (gradient mode). With the conv, a sample larger than the budget runs in groups of hidden
+    channels: at 225x301 stage 1 (57x76 tokens, 541 KiB), at 800x1216 stages 1-3."""
     torch.manual_seed(0)
     batch = 2 if size == (224, 224) else 1  # 224: several samples per MLP
     config = tiny_config(family, out_indices=[0, 1, 2, 3])
@@ -53,8 +58,9 @@ def test_chunked_mlp_equals_plain(family, size, chunk_counter):
     assert chunk_counter["mlp"] == 0
     with torch.inference_mode():
         actual = model(pixels)
-    whole_stages = {(224, 224): 0, (225, 301): 1, (800, 1216): 3}[size] if family != "v1" else 0
-    assert chunk_counter["mlp"] == sum(config.depths[whole_stages:])
+    grouped_stages = {(224, 224): 0, (225, 301): 1, (800, 1216): 3}[size] if family != "v1" else 0
+    assert chunk_counter["mlp"] == sum(config.depths)
+    assert chunk_counter["channel groups"] == sum(config.depths[:grouped_stages])
     if batch > 1 or family == "v1":  # one sample of a v2 model is one chunk
         assert chunk_counter["linear writes"] > chunk_counter["mlp"]  # some MLP wrote in several chunks
     outputs = [actual.logits] if size == (224, 224) else actual.feature_maps
@@ -64,8 +70,8 @@ def test_chunked_mlp_equals_plain(family, size, chunk_counter):
 
 
 def test_chunk_budgets_agree(chunk_counter, monkeypatch):
-    """Budgets that give several samples per chunk, one sample, and less than a sample (which runs whole): one
-    result."""
+    """Budgets that give several samples per chunk, one sample, and less than a sample (groups of hidden channels,
+    down to one channel at a time): one result."""
     torch.manual_seed(0)
     mlp = PvtMlp(tiny_config("v2-li"), stage=0).eval()
     height, width = 13, 7
@@ -77,7 +83,7 @@ def test_chunk_budgets_agree(chunk_counter, monkeypatch):
         for budget in [2 * sample_bytes, sample_bytes, sample_bytes - 1, 1]:
             monkeypatch.setattr(PvtMlp, "chunk_bytes", budget)
             assert_equal_to_1e6(mlp(tokens, height, width), plain)
-    assert chunk_counter["mlp"] == 2
+    assert chunk_counter["mlp"] == 4 and chunk_counter["channel groups"] == 2 * 3
 
 
 def test_training_does_not_chunk(chunk_counter):

@@ -165,11 +165,11 @@ class ActivationThenLinear(torch.autograd.Function):
 class PvtMlp(nn.Module):
     """fc1 -> [ReLU (linear SRA)] -> [3x3 depth-wise conv (CFFN)] -> GELU -> fc2."""
 
-    # Inference runs the MLP in chunks of at most this many bytes of hidden activations (whole samples, or runs of
-    # tokens without the conv): its widest buffer (`mlp_ratio` x the block's width, 51 MB for 8 images at 224 in
-    # stage 1) then stays below glibc's mmap threshold (32 MB at most), above which every fresh buffer is a new
-    # mapping paid for in page faults on every forward, and closer to the cache. A sample larger than this under the
-    # conv runs whole: bands of rows with the conv's halo cost more than the faults they save (measured at 800x1216).
+    # Inference runs the MLP in chunks of at most this many bytes of hidden activations (whole samples or runs of
+    # tokens; groups of hidden channels where one sample under the conv is larger): its widest buffer (`mlp_ratio` x
+    # the block's width, 51 MB for 8 images at 224 in stage 1, 124 MB for one 800x1216 image) then stays below glibc's
+    # mmap threshold (32 MB at most), above which every fresh buffer is a new mapping paid for in page faults on every
+    # forward, and closer to the cache. (Bands of rows with the conv's halo were slower, measured at 800x1216.)
     chunk_bytes = 2**23
 
     def __init__(self, config: PvtConfig, stage: int):
@@ -191,8 +191,7 @@ class PvtMlp(nn.Module):
         # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
         # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
         traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        plain = torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)
-        if not plain and self.fits_in_chunks(tokens, height, width):
+        if not (torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
@@ -208,20 +207,21 @@ class PvtMlp(nn.Module):
     def activate(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten.gelu_(hidden) if self.inplace_gelu and not torch.is_grad_enabled() else self.act(hidden)
 
-    def fits_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> bool:
-        """Runs of tokens (no conv) always do; with the conv, one sample's hidden activations must fit."""
-        return self.dwconv is None or height * width * self.fc1.out_features * tokens.element_size() <= self.chunk_bytes
-
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
-        (no conv), else whole samples."""
+        (no conv), else whole samples, else groups of one sample's hidden channels."""
         out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features)
         token_bytes = self.fc1.out_features * tokens.element_size()
+        samples = self.chunk_bytes // (height * width * token_bytes)
         if self.dwconv is None:
             flat_in, flat_out = tokens.reshape(1, -1, tokens.shape[-1]), out.view(1, -1, out.shape[-1])
             self.run_chunks(flat_in, flat_out, 1, max(self.chunk_bytes // token_bytes, 1), height, width)
+        elif samples:
+            self.run_chunks(tokens, out, 0, samples, height, width)
         else:
-            self.run_chunks(tokens, out, 0, self.chunk_bytes // (height * width * token_bytes), height, width)
+            channels = 2 ** max((self.chunk_bytes // (height * width * tokens.element_size())).bit_length() - 1, 0)
+            for sample in range(tokens.shape[0]):
+                self.run_channel_groups(tokens[sample], out[sample], channels, height, width)
         return out
 
     def run_chunks(self, tokens, out, dim: int, size: int, height: int, width: int) -> None:
@@ -233,6 +233,23 @@ class PvtMlp(nn.Module):
             if self.dwconv is not None:
                 hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
             self.linear_into(self.fc2, self.activate(hidden), out.narrow(dim, start, chunk.shape[dim]))
+
+    def run_channel_groups(self, tokens, out, channels: int, height: int, width: int) -> None:
+        """One sample (tokens (H*W, C) -> out) `channels` hidden channels at a time: the 3x3 conv is depth-wise, so
+        each group of channels is computed on its own, and fc2 adds up the groups' parts."""
+        for start in range(0, self.fc1.out_features, channels):
+            group = slice(start, start + channels)
+            hidden = torch.addmm(self.fc1.bias[group], tokens, self.fc1.weight[group].T)
+            if self.relu is not None:
+                hidden = self.relu(hidden)
+            weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
+            feature_map = tokens_to_map(hidden[None], height, width)
+            hidden = map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=weight.shape[0]))[0]
+            fc2_part = self.fc2.weight[:, group].T
+            if start == 0:
+                torch.addmm(self.fc2.bias, self.activate(hidden), fc2_part, out=out)
+            else:
+                out.addmm_(self.activate(hidden), fc2_part)
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:
