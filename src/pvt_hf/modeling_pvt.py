@@ -141,14 +141,16 @@ class ActivationThenLinear(torch.autograd.Function):
     training memory of PVT by a quarter at detection resolutions, for one extra elementwise op in the backward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, act):
-        ctx.act, ctx.has_bias = act, bias is not None
+    def forward(ctx, hidden, weight, bias, act, exact_gelu: bool):
+        ctx.act, ctx.exact_gelu, ctx.has_bias = act, exact_gelu, bias is not None
         ctx.save_for_backward(hidden, weight)
         return F.linear(act(hidden), weight, bias)
 
     @staticmethod
     def backward(ctx, grad_output):
         hidden, weight = ctx.saved_tensors
+        if ctx.exact_gelu and grad_output.dtype == hidden.dtype == weight.dtype and not torch.compiler.is_compiling():
+            return ActivationThenLinear.gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight)
         # torch.func.vjp rather than autograd.grad: it compiles with fullgraph=True. Under autocast the forward ran in
         # grad_output's dtype; the gradients of the fp32 weights are cast back, as autocast's own casts would.
         activated, activation_vjp = torch.func.vjp(ctx.act, hidden)
@@ -159,7 +161,20 @@ class ActivationThenLinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = flat_grad.sum(0).to(weight.dtype)
         (grad_hidden,) = activation_vjp((grad_output @ weight.to(grad_output.dtype)).to(activated.dtype))
-        return grad_hidden, grad_weight, grad_bias, None
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+    @staticmethod
+    def gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight):
+        """The same ops for the exact GELU, in one buffer of `hidden`'s size: GELU(hidden) for fc2's weight gradient,
+        then overwritten by the gradient of GELU's output, then by that of its input. (Three fresh buffers of the
+        MLP's widest size per backward would be three new mappings, paid for in page faults.)"""
+        buffer = F.gelu(hidden)
+        flat_grad = grad_output.flatten(0, -2)
+        grad_weight = flat_grad.T @ buffer.flatten(0, -2) if ctx.needs_input_grad[1] else None
+        grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        torch.matmul(grad_output, weight, out=buffer)
+        torch.ops.aten.gelu_backward.grad_input(buffer, hidden, grad_input=buffer)
+        return buffer, grad_weight, grad_bias, None, None
 
 
 class PvtMlp(nn.Module):
@@ -201,7 +216,7 @@ class PvtMlp(nn.Module):
         if torch.is_grad_enabled() and not dropout:
             # Recording gradients: recompute the activation in the backward. (Active dropout between activation and
             # fc2 would store a tensor of that size anyway: plain ops then.)
-            return ActivationThenLinear.apply(hidden, self.fc2.weight, self.fc2.bias, self.act)
+            return ActivationThenLinear.apply(hidden, self.fc2.weight, self.fc2.bias, self.act, self.inplace_gelu)
         return self.dropout(self.fc2(self.dropout(self.activate(hidden))))
 
     def activate(self, hidden: torch.Tensor) -> torch.Tensor:
