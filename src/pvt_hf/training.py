@@ -18,6 +18,8 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from transformers import AutoConfig, get_scheduler
 
+from .configuration_pvt import label_fields
+
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -221,23 +223,11 @@ def load_splits(args, task: str, columns: dict, **extra):
     from . import data
 
     columns = {k: v for k, v in columns.items() if v}
-    return data.load_splits(
-        task,
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_dir=args.train_dir,
-        validation_dir=args.validation_dir,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        train_val_split=args.train_val_split,
-        streaming=args.streaming,
-        columns=columns or None,
-        label_names=args.label_names,
-        cache_dir=args.cache_dir,
-        trust_remote_code=args.trust_remote_code,
-        seed=args.seed,
-        **extra,
+    same_names = (
+        *("dataset_name", "dataset_config_name", "train_dir", "validation_dir", "train_split", "eval_split"),
+        *("train_val_split", "streaming", "label_names", "cache_dir", "trust_remote_code", "seed"),
     )
+    return data.load_splits(task, columns=columns or None, **{k: getattr(args, k) for k in same_names}, **extra)
 
 
 def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamespace:
@@ -466,7 +456,7 @@ def batch_norm_on_running_stats_for_one_sample(model, batch_size: int):
 
 def label_kwargs(id2label: dict) -> dict:
     """The config fields of a classification head over `id2label`."""
-    return dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    return dict(num_labels=len(id2label), **label_fields(id2label))
 
 
 def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
