@@ -75,11 +75,12 @@ def label_fields(id2label: dict[int, str]) -> dict:
     return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
-def with_default_labels(overrides: dict, id2label: dict[int, str]) -> dict:
-    """A preset's keyword arguments: `id2label` (the preset's dataset's classes) unless the caller chose labels."""
-    return (
-        overrides if "num_labels" in overrides or "id2label" in overrides else {**label_fields(id2label), **overrides}
-    )
+def with_default_labels(overrides: dict, labels) -> dict:
+    """A preset's keyword arguments: the classes `labels()` gives (the preset's dataset's) unless the caller chose
+    labels. They are read only then: remote code next to a saved model has no label files."""
+    if "num_labels" in overrides or "id2label" in overrides:
+        return overrides
+    return {**label_fields(labels()), **overrides}
 
 
 def imagenet_1k_labels() -> dict[int, str]:
@@ -238,7 +239,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         ImageNet-1k head, any field overridden by keyword (e.g. `overlapping_patch_embed=True` for Table 6 row 2)."""
         if name not in PRESETS:
             raise ValueError(f"Unknown PVT preset {name!r}; valid presets: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **with_default_labels(overrides, imagenet_1k_labels())})
+        return cls(**{**PRESETS[name], **with_default_labels(overrides, imagenet_1k_labels)})
 
 
 __all__ = ["PRESETS", "PvtConfig", "imagenet_1k_labels"]

@@ -106,7 +106,7 @@ class PvtSegmentationConfig(PreTrainedConfig):
         classes), e.g. `pvt-v2-b2-semantic-fpn-ade20k` (v1 paper Table 5 / v2 paper Table 5 setups)."""
         for head, suffix in (("semantic_fpn", "-semantic-fpn-ade20k"), ("upernet", "-upernet-ade20k")):
             if name.endswith(suffix) and name.removesuffix(suffix) in PRESETS:
-                kwargs = with_default_labels(overrides, ade20k_labels())
+                kwargs = with_default_labels(overrides, ade20k_labels)
                 return cls(backbone_config=name.removesuffix(suffix), decode_head=head, **kwargs)
         raise ValueError(f"Unknown segmentation preset {name!r}; valid presets: {', '.join(SEGMENTATION_PRESETS)}")
 
@@ -118,7 +118,7 @@ def _detection_preset(cls, name: str, overrides: dict):
     suffix = f"-{cls.preset_suffix}-coco"
     if name.endswith(suffix) and name.removesuffix(suffix) in PRESETS:
         backbone = PvtConfig.from_preset(name.removesuffix(suffix), num_labels=0)
-        return cls(backbone_config=backbone, **with_default_labels(overrides, coco_labels()))
+        return cls(backbone_config=backbone, **with_default_labels(overrides, coco_labels))
     raise ValueError(f"Unknown {cls.__name__} preset {name!r}; valid presets: {', '.join(b + suffix for b in PRESETS)}")
 
 

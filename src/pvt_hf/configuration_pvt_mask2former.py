@@ -34,7 +34,7 @@ class PvtMask2FormerConfig(Mask2FormerConfig):
         backbone = name.removesuffix(MASK2FORMER_SUFFIX)
         if name.endswith(MASK2FORMER_SUFFIX) and backbone in PRESETS:
             backbone_config = PvtConfig.from_preset(backbone, num_labels=0)
-            return cls(backbone_config=backbone_config, **with_default_labels(overrides, ade20k_labels()))
+            return cls(backbone_config=backbone_config, **with_default_labels(overrides, ade20k_labels))
         raise ValueError(f"Unknown Mask2Former preset {name!r}; valid presets: {', '.join(MASK2FORMER_PRESETS)}")
 
 
