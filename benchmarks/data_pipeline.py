@@ -20,18 +20,23 @@ import io
 import json
 import os
 import resource
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the scripts' own per-sample work is timed
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
+import run_image_classification  # noqa: E402
+import run_object_detection  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pvt_hf import training  # noqa: E402
 from pvt_hf.image_processing_pvt import PvtDetrImageProcessor  # noqa: E402
-from pvt_hf.transforms import ClassificationTrainTransform, DetectionTrainTransform, coco_annotations  # noqa: E402
+from pvt_hf.transforms import ClassificationTrainTransform, DetectionTrainTransform  # noqa: E402
 
 
 def jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
@@ -76,46 +81,20 @@ def coco_like(count: int) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=DETECTION_FEATURES)
 
 
-def classification_item(example, rng, transform):
-    return {"pixel_values": transform(example["image"], rng), "label": example["label"]}
-
-
-def classification_collate(items):
-    return {
-        "pixel_values": torch.stack([i["pixel_values"] for i in items]),
-        "labels": torch.tensor([i["label"] for i in items]),
-    }
-
-
-def detection_item(example, rng, transform):
-    objects = example["objects"]
-    image, boxes = transform(example["image"], objects["bbox"], rng)
-    return {"image": image, "annotations": coco_annotations(example["image_id"], boxes, objects["category"])}
-
-
-class DetectionCollate:
-    def __init__(self):
-        self.processor = PvtDetrImageProcessor()
-
-    def __call__(self, items):
-        images, annotations = [i["image"] for i in items], [i["annotations"] for i in items]
-        return dict(self.processor(images, annotations=annotations, do_resize=False, return_tensors="pt"))
-
-
 CASES = {
     "imagenet_deit_224": (
         imagenet_like,
         "classification",
         32,
-        functools.partial(classification_item, transform=ClassificationTrainTransform(224)),
-        classification_collate,
+        functools.partial(run_image_classification.train_item, transform=ClassificationTrainTransform(224)),
+        run_image_classification.collate,
     ),
     "coco_detr_800": (
         coco_like,
         "detection",
         4,
-        functools.partial(detection_item, transform=DetectionTrainTransform()),
-        DetectionCollate(),
+        functools.partial(run_object_detection.train_item, transform=DetectionTrainTransform()),
+        run_object_detection.Collate(PvtDetrImageProcessor()),
     ),
 }
 

@@ -35,6 +35,8 @@ DEFAULT_PRESETS = ["pvt-small", "pvt-v2-b0", "pvt-v2-b2", "pvt-v2-b2-li"]
 DEFAULT_SHAPES = ["8x224x224", "2x512x512", "1x800x1216"]
 CUDA_EXTRA_SHAPES = ["64x224x224"]
 QUICK = dict(presets=["pvt-v2-b0"], shapes=["2x64x64"], impls=["pvt_hf", "transformers"], repeats=1, warmup=1)
+# the command-line options every timed run takes as given
+RUN_OPTIONS = ("warmup", "repeats", "device", "dtype", "threads")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,20 +133,9 @@ def _run(args) -> dict:
                         continue
                     for mode in args.modes:
                         spec = dict(
-                            preset=preset,
-                            task=task,
-                            impl=impl,
-                            mode=mode,
-                            batch=batch,
-                            height=height,
-                            width=width,
-                            warmup=args.warmup,
-                            repeats=args.repeats,
-                            device=args.device,
-                            dtype=args.dtype,
-                            threads=args.threads,
-                            weights=str(weights_path),
+                            preset=preset, task=task, impl=impl, mode=mode, batch=batch, height=height, width=width
                         )
+                        spec |= {k: getattr(args, k) for k in RUN_OPTIONS} | {"weights": str(weights_path)}
                         result = safe_measure(spec) if args.in_process else run_isolated(spec)
                         results.append({"shape": shape, **result})
                         print(summary_line(results[-1]), flush=True)

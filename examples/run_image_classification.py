@@ -31,18 +31,6 @@ from pvt_hf.transforms import (
 )
 
 TASK = "classification"
-RECIPE = dict(
-    model="pvt-v2-b0",
-    image_size=224,
-    learning_rate=None,
-    learning_rate_help="default: 5e-4 x total batch / 512 (DeiT)",
-    weight_decay=0.05,
-    lr_scheduler_type="cosine",
-    num_train_epochs=300,
-    batch_size=128,
-    drop_path_rate=0.1,
-    output_dir="pvt-image-classification",
-)
 EMBEDDED_PROFILE = dict(
     image_size=32,
     learning_rate=2e-3,
@@ -64,7 +52,7 @@ EMBEDDED_PROFILE = dict(
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_arguments(parser, RECIPE)
+    training.add_arguments(parser, TASK)
     group = parser.add_argument_group("classification")
     group.add_argument("--label_column_name", default=None, help="the dataset's label column (default: label)")
     group.add_argument("--mixup", type=float, default=0.8, help="mixup alpha (0 disables)")

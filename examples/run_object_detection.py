@@ -28,17 +28,6 @@ from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
 TASK = "detection"
-RECIPE = dict(
-    model="pvt-small-detr-coco",
-    image_size=800,
-    learning_rate=1e-4,
-    weight_decay=1e-4,
-    lr_scheduler_type="step",
-    num_train_epochs=50,
-    batch_size=2,
-    max_grad_norm=0.1,
-    output_dir="pvt-object-detection",
-)
 EMBEDDED_PROFILE = dict(
     model_name_or_path="pvt-v2-b0-deformable-detr-coco",
     image_size=128,
@@ -65,7 +54,7 @@ SMALL_TRANSFORMER = dict(
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_arguments(parser, RECIPE, dense=True)
+    training.add_arguments(parser, TASK)
     group = parser.add_argument_group("detection")
     group.add_argument("--annotation_column_name", default=None, help="the dataset's objects column (default: objects)")
     group.add_argument(

@@ -53,16 +53,6 @@ from pvt_hf.metrics import SegmentationMetric, results_with_prefix
 from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
 
 TASK = "segmentation"
-RECIPE = dict(
-    model="pvt-v2-b0-semantic-fpn-ade20k",
-    image_size=512,
-    learning_rate=1e-4,
-    weight_decay=1e-4,
-    lr_scheduler_type="polynomial",
-    num_train_epochs=1,
-    batch_size=4,
-    output_dir="pvt-semantic-segmentation",
-)
 EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels)
     image_size=128,
     learning_rate=1e-3,
@@ -76,7 +66,7 @@ EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-la
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_arguments(parser, RECIPE, dense=True)
+    training.add_arguments(parser, TASK)
     group = parser.add_argument_group("segmentation")
     group.add_argument(
         "--annotation_column_name", default=None, help="the dataset's label-map column (default: annotation)"

@@ -139,7 +139,7 @@ def test_full_size_official_checkpoints_convert_through_the_cli(tmp_path, name, 
     assert float(out.split("max |pvt_hf - transformers| = ")[1].split()[0]) < 1e-4
     assert_converted_folder_reproduces(model, tmp_path / "out", "classification")
     card = (tmp_path / "out" / "README.md").read_text()
-    assert f"# {name} (classification)" in card and str(hub.PAPER_TOP1[name]) in card
+    assert f"# {name} (classification)" in card and str(hub.IMAGENET[name].top1) in card
     assert f"{sum(p.numel() for p in model.parameters()):,}" in card
 
 

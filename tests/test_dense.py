@@ -29,21 +29,7 @@ from pvt_hf import (
     draw_segmentation,
 )
 from pvt_hf.conversion import ConversionError, convert_state_dict, pvt_hf_to_official
-
-# v1 paper Table 5 and v2 paper Table 5: Semantic FPN on ADE20K (150 classes), params (M) and GFLOPs at 512x512.
-SEMANTIC_FPN_PAPER = {
-    "pvt-tiny": (17.0, None),
-    "pvt-small": (28.2, None),
-    "pvt-medium": (48.0, None),
-    "pvt-large": (65.1, None),
-    "pvt-v2-b0": (7.6, 25.0),
-    "pvt-v2-b1": (17.8, 34.2),
-    "pvt-v2-b2": (29.1, 45.8),
-    "pvt-v2-b2-li": (26.3, 41.0),
-    "pvt-v2-b3": (49.0, 62.4),
-    "pvt-v2-b4": (66.3, 81.3),
-    "pvt-v2-b5": (85.7, 91.1),
-}
+from pvt_hf.paper_numbers import SEMANTIC_FPN_ADE20K
 
 
 def meta_semantic_fpn(backbone):
@@ -51,16 +37,16 @@ def meta_semantic_fpn(backbone):
         return PvtForSemanticSegmentation(PvtSegmentationConfig.from_preset(f"{backbone}-semantic-fpn-ade20k"))
 
 
-@pytest.mark.parametrize("backbone", SEMANTIC_FPN_PAPER)
+@pytest.mark.parametrize("backbone", SEMANTIC_FPN_ADE20K)
 def test_semantic_fpn_parameters_match_the_papers(backbone):
     params = sum(p.numel() for p in meta_semantic_fpn(backbone).parameters()) / 1e6
-    assert params == pytest.approx(SEMANTIC_FPN_PAPER[backbone][0], abs=0.1)
+    assert params == pytest.approx(SEMANTIC_FPN_ADE20K[backbone].params_m, abs=0.1)
 
 
-@pytest.mark.parametrize("backbone", [b for b, (_, gflops) in SEMANTIC_FPN_PAPER.items() if gflops])
+@pytest.mark.parametrize("backbone", SEMANTIC_FPN_ADE20K)
 def test_semantic_fpn_macs_at_512_match_the_v2_paper(backbone):
     macs = count_macs(meta_semantic_fpn(backbone), 512, 512) / 1e9
-    assert macs == pytest.approx(SEMANTIC_FPN_PAPER[backbone][1], rel=0.02)
+    assert macs == pytest.approx(SEMANTIC_FPN_ADE20K[backbone].gflops, rel=0.02)
 
 
 def test_semantic_fpn_is_the_papers_head():

@@ -52,17 +52,9 @@ _MODELS = [
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
     (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
     # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
-    (
-        PvtMask2FormerConfig,
-        AutoModelForImageSegmentation,
-        PvtMask2FormerForUniversalSegmentation,
-        PvtMask2FormerImageProcessor,
-    ),
-    (
-        PvtMask2FormerConfig,
-        AutoModelForUniversalSegmentation,
-        PvtMask2FormerForUniversalSegmentation,
-        PvtMask2FormerImageProcessor,
+    *(
+        (PvtMask2FormerConfig, auto, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor)
+        for auto in (AutoModelForImageSegmentation, AutoModelForUniversalSegmentation)
     ),
 ]
 

@@ -11,23 +11,41 @@ from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
 _PER_STAGE_FIELDS = ("patch_sizes", "hidden_sizes", "num_attention_heads", "sr_ratios", "mlp_ratios")
-_SWITCHES = ("overlapping_patch_embed", "conv_ffn", "linear_sra", "absolute_pos_embed", "stage_norms", "qkv_bias")
+# (v1, v2) of each layout switch (v2 paper Table 6 and the two classification heads) and of the conv initialisation,
+# as each version's official code has them.
+_V1_V2 = dict(
+    overlapping_patch_embed=(False, True),
+    conv_ffn=(False, True),
+    linear_sra=(False, False),
+    absolute_pos_embed=(True, False),
+    pooling=("cls", "mean"),
+    stage_norms=(False, True),
+    conv_init=("default", "fan_out"),
+)
+LAYOUT_SWITCHES = tuple(k for k in _V1_V2 if k != "conv_init")
+# The fields that decide a trunk's tensors and what it computes (not its initialisation, dropout or input size).
+ARCHITECTURE_FIELDS = (
+    "num_channels",
+    "depths",
+    *_PER_STAGE_FIELDS,
+    *LAYOUT_SWITCHES,
+    "qkv_bias",
+    "hidden_act",
+    "layer_norm_eps",
+)
+_BOOLEANS = (*(k for k in LAYOUT_SWITCHES if k != "pooling"), "qkv_bias")
+CONV_INITS = ("fan_out", "default")
 _RATES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
 
-_V1 = dict(
+_STAGES = dict(
     patch_sizes=[4, 2, 2, 2],
     hidden_sizes=[64, 128, 320, 512],
     num_attention_heads=[1, 2, 5, 8],
     sr_ratios=[8, 4, 2, 1],
     mlp_ratios=[8, 8, 4, 4],
-    overlapping_patch_embed=False,
-    conv_ffn=False,
-    linear_sra=False,
-    absolute_pos_embed=True,
-    pooling="cls",
-    stage_norms=False,
 )
-_V2 = dict(_V1, overlapping_patch_embed=True, conv_ffn=True, absolute_pos_embed=False, pooling="mean", stage_norms=True)
+_V1 = dict(_STAGES, **{k: v1 for k, (v1, _) in _V1_V2.items()})
+_V2 = dict(_STAGES, **{k: v2 for k, (_, v2) in _V1_V2.items()})
 
 # The 11 published variants (v1 paper Table 1, v2 paper Table 1, official code where they differ:
 # pvt-v2-b5 uses MLP ratio 4 in every stage although the v2 table prints 8, 8, 4, 4).
@@ -46,10 +64,28 @@ PRESETS = {
 }
 
 
+def shipped_labels(file_name: str) -> dict[int, str]:
+    """A class-name list shipped next to this file (`imagenet_1k_labels.json`, ...), as an `id2label` dict."""
+    return dict(enumerate(json.loads(Path(__file__).with_name(file_name).read_text())))
+
+
+def label_fields(id2label: dict[int, str]) -> dict:
+    """The config fields of a head over `id2label` (transformers' config leaves `label2id` unset when given
+    `id2label` alone)."""
+    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
+
+
+def with_default_labels(overrides: dict, labels) -> dict:
+    """A preset's keyword arguments: the classes `labels()` gives (the preset's dataset's) unless the caller chose
+    labels. They are read only then: remote code next to a saved model has no label files."""
+    if "num_labels" in overrides or "id2label" in overrides:
+        return overrides
+    return {**label_fields(labels()), **overrides}
+
+
 def imagenet_1k_labels() -> dict[int, str]:
     """The 1000 ImageNet-1k class names shipped with the package, as an `id2label` dict."""
-    names = json.loads(Path(__file__).with_name("imagenet_1k_labels.json").read_text())
-    return dict(enumerate(names))
+    return shipped_labels("imagenet_1k_labels.json")
 
 
 class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -74,9 +110,13 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     absolute_pos_embed (`bool`): v1's learned position embeddings, sized for `image_size` and bilinearly
         interpolated to other grids.
     pooling (`str`): `"cls"` (v1: a class token joins stage 4) or `"mean"` (v2: mean of the last stage's tokens).
-    stage_norms (`bool`): v2 layout, a LayerNorm closing every stage (and v2's fan-out conv initialisation);
-        `False` is v1's layout, one LayerNorm after stage 4 used by the classifier only (PyTorch's default conv
-        initialisation, as v1's code).
+    stage_norms (`bool`): v2 layout, a LayerNorm closing every stage; `False` is v1's layout, one LayerNorm after
+        stage 4 used by the classifier only.
+
+    conv_init (`str`): how convolutions are initialised (not architecture: a switch apart so that a Table-6 ablation
+        changes one thing): `"fan_out"` as v2's code, normal(0, sqrt(2 / fan_out)) and zero bias; `"default"` as
+        v1's code, PyTorch's default. Unset (a config.json written before the field existed), it follows
+        `stage_norms`, which used to decide it.
 
     image_size (`int`): input size the position embeddings are sized for.
     hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate: dropout after the position embedding and in the
@@ -99,6 +139,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     absolute_pos_embed: bool = False
     pooling: str = "mean"
     stage_norms: bool = True
+    conv_init: str | None = None
     qkv_bias: bool = True
     hidden_act: str = "gelu"
     hidden_dropout_prob: float = 0.0
@@ -134,7 +175,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                     "channels: the ratio times hidden_sizes must be at least 1"
                 )
         # a hand-edited config.json may hold "false" (a truthy string) or 0: refuse anything but a JSON boolean
-        for name in _SWITCHES:
+        for name in _BOOLEANS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PvtConfig.{name} must be true or false (a boolean), got {getattr(self, name)!r}")
         for name in (*_RATES, "initializer_range", "layer_norm_eps"):
@@ -146,6 +187,10 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 raise ValueError(
                     f"PvtConfig.hidden_sizes[{i}] = {size} is not divisible by num_attention_heads[{i}] = {heads}"
                 )
+        if self.conv_init is None:
+            self.conv_init = "fan_out" if self.stage_norms else "default"
+        if self.conv_init not in CONV_INITS:
+            raise ValueError(f"PvtConfig.conv_init must be one of {CONV_INITS}, got {self.conv_init!r}")
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"PvtConfig.pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if self.pooling == "cls" and (self.sr_ratios[-1] != 1 or self.linear_sra or self.conv_ffn):
@@ -194,12 +239,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         ImageNet-1k head, any field overridden by keyword (e.g. `overlapping_patch_embed=True` for Table 6 row 2)."""
         if name not in PRESETS:
             raise ValueError(f"Unknown PVT preset {name!r}; valid presets: {', '.join(PRESETS)}")
-        kwargs = dict(PRESETS[name])
-        if "num_labels" not in overrides and "id2label" not in overrides:
-            kwargs["id2label"] = imagenet_1k_labels()
-            kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**{**PRESETS[name], **with_default_labels(overrides, imagenet_1k_labels)})
 
 
 __all__ = ["PRESETS", "PvtConfig", "imagenet_1k_labels"]

@@ -4,28 +4,21 @@ Shipped as remote code next to saved models: relative imports only. A nested `ba
 a `PvtConfig` here (not through transformers' registry, where `pvt_hf` is unknown when pvt_hf is not installed).
 """
 
-import json
-from pathlib import Path
-
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.models.deformable_detr.configuration_deformable_detr import DeformableDetrConfig
 from transformers.models.detr.configuration_detr import DetrConfig
 
-from .configuration_pvt import PRESETS, PvtConfig
-
-
-def _labels(file_name: str) -> dict[int, str]:
-    return dict(enumerate(json.loads(Path(__file__).with_name(file_name).read_text())))
+from .configuration_pvt import PRESETS, PvtConfig, shipped_labels, with_default_labels
 
 
 def ade20k_labels() -> dict[int, str]:
     """ADE20K's 150 classes (SceneParse150 order), for ids after the processor's reduce-labels step."""
-    return _labels("ade20k_150_labels.json")
+    return shipped_labels("ade20k_150_labels.json")
 
 
 def coco_labels() -> dict[int, str]:
     """COCO's 80 detection classes as contiguous ids 0..79."""
-    return _labels("coco_80_labels.json")
+    return shipped_labels("coco_80_labels.json")
 
 
 def _backbone(backbone_config, out_features: list[str]) -> PvtConfig:
@@ -40,12 +33,6 @@ def _backbone(backbone_config, out_features: list[str]) -> PvtConfig:
         )
     backbone_config.out_features = out_features
     return backbone_config
-
-
-def _with_labels(kwargs: dict, labels: dict[int, str]) -> dict:
-    if "num_labels" not in kwargs and "id2label" not in kwargs:
-        kwargs = {**kwargs, "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
-    return kwargs
 
 
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -116,10 +103,10 @@ class PvtSegmentationConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PvtSegmentationConfig":
         """`<backbone>-semantic-fpn-ade20k` or `<backbone>-upernet-ade20k` for every backbone preset (150 ADE20K
-        classes), e.g. `pvt-v2-b2-semantic-fpn-ade20k` (v1 paper Table 5 / v2 paper Table 4 setups)."""
+        classes), e.g. `pvt-v2-b2-semantic-fpn-ade20k` (v1 paper Table 5 / v2 paper Table 5 setups)."""
         for head, suffix in (("semantic_fpn", "-semantic-fpn-ade20k"), ("upernet", "-upernet-ade20k")):
             if name.endswith(suffix) and name.removesuffix(suffix) in PRESETS:
-                kwargs = _with_labels(overrides, ade20k_labels())
+                kwargs = with_default_labels(overrides, ade20k_labels)
                 return cls(backbone_config=name.removesuffix(suffix), decode_head=head, **kwargs)
         raise ValueError(f"Unknown segmentation preset {name!r}; valid presets: {', '.join(SEGMENTATION_PRESETS)}")
 
@@ -131,7 +118,7 @@ def _detection_preset(cls, name: str, overrides: dict):
     suffix = f"-{cls.preset_suffix}-coco"
     if name.endswith(suffix) and name.removesuffix(suffix) in PRESETS:
         backbone = PvtConfig.from_preset(name.removesuffix(suffix), num_labels=0)
-        return cls(backbone_config=backbone, **_with_labels(overrides, coco_labels()))
+        return cls(backbone_config=backbone, **with_default_labels(overrides, coco_labels))
     raise ValueError(f"Unknown {cls.__name__} preset {name!r}; valid presets: {', '.join(b + suffix for b in PRESETS)}")
 
 

@@ -5,8 +5,8 @@ Shipped as remote code next to saved models: relative imports only.
 
 from transformers.models.mask2former.configuration_mask2former import Mask2FormerConfig
 
-from .configuration_pvt import PRESETS, PvtConfig
-from .configuration_pvt_heads import ALL_STAGES, _backbone, _with_labels, ade20k_labels
+from .configuration_pvt import PRESETS, PvtConfig, with_default_labels
+from .configuration_pvt_heads import ALL_STAGES, _backbone, ade20k_labels
 
 MASK2FORMER_SUFFIX = "-mask2former-ade20k"
 
@@ -34,7 +34,7 @@ class PvtMask2FormerConfig(Mask2FormerConfig):
         backbone = name.removesuffix(MASK2FORMER_SUFFIX)
         if name.endswith(MASK2FORMER_SUFFIX) and backbone in PRESETS:
             backbone_config = PvtConfig.from_preset(backbone, num_labels=0)
-            return cls(backbone_config=backbone_config, **_with_labels(overrides, ade20k_labels()))
+            return cls(backbone_config=backbone_config, **with_default_labels(overrides, ade20k_labels))
         raise ValueError(f"Unknown Mask2Former preset {name!r}; valid presets: {', '.join(MASK2FORMER_PRESETS)}")
 
 

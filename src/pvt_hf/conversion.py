@@ -16,26 +16,14 @@ from pathlib import Path
 import torch
 from transformers.configuration_utils import PreTrainedConfig
 
-from .configuration_pvt import PRESETS, PvtConfig
+from .configuration_pvt import LAYOUT_SWITCHES, PRESETS, PvtConfig, label_fields
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
 
 SOURCES = ("official", "timm", "transformers")
 TASKS = ("classification", "backbone", "semantic-fpn")
 
 # Structural fields that a state dict determines; a preset or config contradicting them is refused.
-STRUCTURE_FIELDS = (
-    "depths",
-    "hidden_sizes",
-    "patch_sizes",
-    "sr_ratios",
-    "mlp_ratios",
-    "overlapping_patch_embed",
-    "conv_ffn",
-    "linear_sra",
-    "absolute_pos_embed",
-    "pooling",
-    "stage_norms",
-)
+STRUCTURE_FIELDS = ("depths", "hidden_sizes", "patch_sizes", "sr_ratios", "mlp_ratios", *LAYOUT_SWITCHES)
 
 
 class ConversionError(ValueError):
@@ -524,12 +512,7 @@ def _convert_semantic_fpn(state_dict, source, preset, config):
         )
     if config is None:
         num_labels = head["decode_head.classifier.weight"].shape[0]
-        ade20k = ade20k_labels()
-        labels = (
-            {"id2label": ade20k, "label2id": {v: k for k, v in ade20k.items()}}
-            if num_labels == 150
-            else {"num_labels": num_labels}
-        )
+        labels = label_fields(ade20k_labels()) if num_labels == 150 else {"num_labels": num_labels}
         config = PvtSegmentationConfig(
             backbone_config=build_config(official, preset=preset, num_labels=0),
             decode_head="semantic_fpn",

@@ -1,41 +1,13 @@
-"""Hub plumbing: fetch checkpoints, write model cards, publish folders."""
+"""Hub plumbing: fetch checkpoints, write model cards (converted and trained folders), publish folders."""
 
+import json
 import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from .conversion import preset_for
-
-# The papers' ImageNet-1k top-1 (%) for each published variant (v1 paper Table 2, v2 paper Table 2).
-PAPER_TOP1 = {
-    "pvt-tiny": 75.1,
-    "pvt-small": 79.8,
-    "pvt-medium": 81.2,
-    "pvt-large": 81.7,
-    "pvt-v2-b0": 70.5,
-    "pvt-v2-b1": 78.7,
-    "pvt-v2-b2": 82.0,
-    "pvt-v2-b2-li": 82.1,
-    "pvt-v2-b3": 83.2,
-    "pvt-v2-b4": 83.6,
-    "pvt-v2-b5": 83.8,
-}
-
-# The papers' ADE20K mIoU (%) of Semantic FPN on each backbone (v1 paper Table 5, v2 paper Table 4).
-PAPER_SEMANTIC_FPN_MIOU = {
-    "pvt-tiny": 35.7,
-    "pvt-small": 39.8,
-    "pvt-medium": 41.6,
-    "pvt-large": 42.1,
-    "pvt-v2-b0": 37.2,
-    "pvt-v2-b1": 42.5,
-    "pvt-v2-b2": 45.2,
-    "pvt-v2-b2-li": 45.1,
-    "pvt-v2-b3": 47.3,
-    "pvt-v2-b4": 47.9,
-    "pvt-v2-b5": 48.7,
-}
+from .paper_numbers import IMAGENET, SEMANTIC_FPN_ADE20K
 
 LICENSES = {
     "official": "The official PVT code and weights (github.com/whai362/PVT) are released under the Apache-2.0 license.",
@@ -80,6 +52,56 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | Path | None = None) -> 
         ) from error
 
 
+def _table(rows: dict, header: tuple[str, str] = ("", "")) -> str:
+    return "\n".join([f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows.items())])
+
+
+def _card(
+    title: str, body: str, pipeline_task: str, name: str | None, auto_class: str | None = None, license: str = ""
+) -> str:
+    """The one model-card layout (README.md): the Hub's front matter, `# title`, `body`, then how to load the folder
+    (`name`: its Hub id, or None for a local path) with `auto_class` and, unless it is a bare backbone, a pipeline."""
+    name = name or "path/to/this/folder"
+    code = []  # snippets, each a list of lines
+    if auto_class:
+        code.append(
+            [
+                f"from transformers import {auto_class}, AutoImageProcessor",
+                f'model = {auto_class}.from_pretrained("{name}", trust_remote_code=True)',
+                f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
+            ]
+        )
+    if pipeline_task != "image-feature-extraction":
+        code.append(
+            [
+                "from transformers import pipeline",
+                f'predict = pipeline("{pipeline_task}", model="{name}", trust_remote_code=True)',
+                'predict("image.jpg")',
+            ]
+        )
+    code = "\n\n".join("\n".join(lines) for lines in code)
+    license = f"license: {license}\n" if license else ""
+    return f"""---
+library_name: transformers
+{license}tags: [pvt, pyramid-vision-transformer, pvt_hf, {pipeline_task}]
+pipeline_tag: {pipeline_task}
+---
+
+# {title}
+
+{body}
+
+## Usage
+
+```python
+{code}
+```
+
+With `import pvt_hf` the classes are registered with transformers and `trust_remote_code` can go; without pvt_hf
+installed, `trust_remote_code=True` runs the modeling code saved in this folder.
+"""
+
+
 def model_card(
     config,
     task: str,
@@ -93,65 +115,59 @@ def model_card(
     """A model card (README.md) for a converted folder."""
     backbone = getattr(config, "backbone_config", config)
     variant = preset_for(backbone.to_dict())
-    name = repo_id or "path/to/this/folder"
     auto_class, pipeline_task = {
         "classification": ("AutoModelForImageClassification", "image-classification"),
         "backbone": ("AutoBackbone", "image-feature-extraction"),
         "semantic-fpn": ("AutoModelForSemanticSegmentation", "image-segmentation"),
     }[task]
+    paper = None
     if variant and task == "classification" and config.num_labels == 1000:
-        metric = (
-            f"ImageNet-1k top-1 reported by the paper for {variant}: **{PAPER_TOP1[variant]}%** (224×224, single crop)."
-        )
+        paper = f"ImageNet-1k top-1 {IMAGENET[variant].top1}% (224×224, single crop)"
     elif variant and task == "semantic-fpn" and config.num_labels == 150:
-        metric = (
-            f"ADE20K mIoU reported by the paper for Semantic FPN + {variant}: **{PAPER_SEMANTIC_FPN_MIOU[variant]}%**."
-        )
-    else:
-        metric = "The source's metrics apply: the conversion changes no numbers (verified to 1e-4 against a reference)."
-    usage = (
-        f"""```python
-from transformers import pipeline
-predict = pipeline("{pipeline_task}", model="{name}", trust_remote_code=True)
-predict("image.jpg")
-```"""
-        if task != "backbone"
-        else ""
+        paper = f"ADE20K mIoU {SEMANTIC_FPN_ADE20K[variant].miou}% with Semantic FPN"
+    metric = (
+        f"Reported by the paper for {variant}: **{paper}**."
+        if paper
+        else "The source's metrics apply: the conversion changes no numbers (verified to 1e-4 against a reference)."
     )
-    return f"""---
-library_name: transformers
-license: apache-2.0
-tags: [pvt, pyramid-vision-transformer, pvt_hf, {pipeline_task}]
-pipeline_tag: {pipeline_task}
----
-
-# {variant or "PVT"} ({task})
-
-Pyramid Vision Transformer {"v2" if backbone.stage_norms else "v1"} converted with pvt_hf
+    facts = {
+        "variant": variant or "custom",
+        "source": f"`{source}`: `{checkpoint}`",
+        "parameters": f"{params:,}",
+        f"MACs at {macs_size}×{macs_size}": f"{macs / 1e9:.3f} G",
+        "depths / channels": f"{'-'.join(map(str, backbone.depths))} / {'-'.join(map(str, backbone.hidden_sizes))}",
+    }
+    body = f"""Pyramid Vision Transformer {"v2" if backbone.stage_norms else "v1"} converted with pvt_hf
 (`convert/convert_pvt_checkpoint.py --source {source} --task {task}`).
 
-| | |
-|---|---|
-| variant | {variant or "custom"} |
-| source | `{source}`: `{checkpoint}` |
-| parameters | {params:,} |
-| MACs at {macs_size}×{macs_size} | {macs / 1e9:.3f} G |
-| depths / channels | {"-".join(map(str, backbone.depths))} / {"-".join(map(str, backbone.hidden_sizes))} |
+{_table(facts)}
 
 {metric}
 
-License: {LICENSES[source]}
+License: {LICENSES[source]}"""
+    return _card(f"{variant or 'PVT'} ({task})", body, pipeline_task, repo_id, auto_class, license="apache-2.0")
 
-## Usage
 
-```python
-from transformers import {auto_class}, AutoImageProcessor
-model = {auto_class}.from_pretrained("{name}", trust_remote_code=True)  # or `import pvt_hf` and drop trust_remote_code
-processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)
-```
+def training_card(task: str, args, metrics: dict) -> str:
+    """The model card of a folder that `examples/run_*.py` trained (`task`: its pipeline task)."""
+    rows = {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in sorted(metrics.items())}
+    arguments = json.dumps({k: v for k, v in vars(args).items() if k != "hub_token"}, indent=2, default=str)
+    dataset = args.dataset_name or args.train_dir or "the embedded default dataset"
+    body = f"""PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{dataset}`.
 
-{usage}
-"""
+## Evaluation
+
+Computed through this folder's image-processor configuration, as `from_pretrained` users get it.
+
+{_table(rows, ("metric", "value"))}
+
+## Training arguments
+
+```json
+{arguments}
+```"""
+    name = (args.hub_model_id or Path(args.output_dir).name) if args.push_to_hub else None
+    return _card(Path(args.output_dir).name, body, task, name)
 
 
 def push_folder(

@@ -465,14 +465,14 @@ class PvtPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """As the official code: trunc-normal(0.02) Linear, zero bias, LayerNorm 1/0, trunc-normal position
-        embeddings and class token; convs normal(0, sqrt(2 / fan_out)) in v2, PyTorch's default in v1."""
+        embeddings and class token; convs per `config.conv_init` (v2's fan-out normal, or PyTorch's default as v1)."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
-            if self.config.stage_norms:
+            if self.config.conv_init == "fan_out":
                 fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
                 init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
                 if module.bias is not None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import conversion
-from .configuration_pvt import PRESETS, PvtConfig
+from .configuration_pvt import LAYOUT_SWITCHES, PRESETS, PvtConfig
 from .modeling_pvt import PvtForImageClassification
 
 
@@ -54,18 +54,11 @@ def transformers_reference(config: PvtConfig, task: str = "classification") -> n
     weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""
     import transformers
 
-    common = dict(
-        depths=config.depths,
-        hidden_sizes=config.hidden_sizes,
-        num_attention_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        num_labels=config.num_labels,
-        layer_norm_eps=config.layer_norm_eps,
-        qkv_bias=config.qkv_bias,
-    )
+    shared = ("depths", "hidden_sizes", "num_attention_heads", "mlp_ratios", "num_labels", "layer_norm_eps", "qkv_bias")
+    common = {k: getattr(config, k) for k in shared}
     # transformers has v1 and v2 (with or without linear SRA), none of the Table-6 steps between them
-    switches = ("overlapping_patch_embed", "conv_ffn", "absolute_pos_embed", "pooling", "stage_norms")
-    if all(getattr(config, k) == PRESETS["pvt-tiny"][k] for k in (*switches, "linear_sra")):
+    switches = [k for k in LAYOUT_SWITCHES if k != "linear_sra"]
+    if all(getattr(config, k) == PRESETS["pvt-tiny"][k] for k in LAYOUT_SWITCHES):
         reference_config = transformers.PvtConfig(
             **common,
             patch_sizes=config.patch_sizes,

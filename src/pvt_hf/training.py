@@ -18,6 +18,8 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from transformers import AutoConfig, get_scheduler
 
+from .configuration_pvt import label_fields
+
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -29,16 +31,34 @@ SCHEDULES = ["cosine", "polynomial", "step", "linear", "constant", "constant_wit
 # ----------------------------------------------------------------------------------------------------- arguments
 
 
-def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = False) -> None:
-    """The arguments of every script, named as in transformers' `*_no_trainer` examples; `recipe` holds the task's
-    defaults (the paper's recipe). `dense`: detection / segmentation, which take `--backbone_name_or_path`."""
+# The papers' recipes, the scripts' defaults, one column per task. classification: DeiT's, as both papers train (v1
+# paper Sec. 5.1; learning rate None: 5e-4 x total batch / 512); detection: PVT + DETR (v1 paper Sec. 5.4, DETR's
+# 50-epoch step schedule); segmentation: Semantic FPN (v1 paper Sec. 5.3: AdamW 1e-4, polynomial decay, 512 crops).
+_RECIPE_TASKS = ("classification", "detection", "segmentation")
+_RECIPE_ROWS = (
+    ("model_name_or_path", "pvt-v2-b0", "pvt-small-detr-coco", "pvt-v2-b0-semantic-fpn-ade20k"),
+    ("image_size", 224, 800, 512),
+    ("learning_rate", None, 1e-4, 1e-4),
+    ("weight_decay", 0.05, 1e-4, 1e-4),
+    ("lr_scheduler_type", "cosine", "step", "polynomial"),
+    ("num_train_epochs", 300, 50, 1),
+    ("per_device_train_batch_size", 128, 2, 4),
+    ("per_device_eval_batch_size", 128, 2, 4),
+    ("drop_path_rate", 0.1, 0.0, 0.0),
+    ("max_grad_norm", None, 0.1, None),
+    ("output_dir", "pvt-image-classification", "pvt-object-detection", "pvt-semantic-segmentation"),
+)
+RECIPES = {task: {row[0]: row[1 + i] for row in _RECIPE_ROWS} for i, task in enumerate(_RECIPE_TASKS)}
+
+
+def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    """The arguments of every script, named as in transformers' `*_no_trainer` examples, with `RECIPES[task]` as
+    defaults; detection and segmentation also take `--backbone_name_or_path`."""
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model_name_or_path",
-        default=recipe["model"],
-        help="a pvt_hf preset name (trained from scratch), a local folder or a Hub id",
+        "--model_name_or_path", help="a pvt_hf preset name (trained from scratch), a local folder or a Hub id"
     )
-    if dense:
+    if task != "classification":
         group.add_argument(
             "--backbone_name_or_path",
             default=None,
@@ -51,12 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = F
         help="with --model_name_or_path a folder / Hub id: re-initialise the head when its label count differs "
         "(opt-in)",
     )
-    group.add_argument(
-        "--drop_path_rate",
-        type=float,
-        default=recipe.get("drop_path_rate", 0.0),
-        help="stochastic depth of the PVT trunk",
-    )
+    group.add_argument("--drop_path_rate", type=float, help="stochastic depth of the PVT trunk")
     group.add_argument(
         "--trust_remote_code", action="store_true", help="allow dataset / model repositories that run their own code"
     )
@@ -109,57 +124,37 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = F
         "--max_train_samples", type=int, default=None, help="use at most this many training examples per epoch"
     )
     group.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on at most this many examples")
-    group.add_argument("--image_size", type=int, default=recipe["image_size"], help="training crop / resize size")
+    group.add_argument("--image_size", type=int, help="training crop / resize size")
     group = parser.add_argument_group("optimisation (defaults: the paper's recipe)")
     group.add_argument(
-        "--learning_rate",
-        type=float,
-        default=recipe["learning_rate"],
-        help=recipe.get("learning_rate_help", "AdamW's peak learning rate"),
+        "--learning_rate", type=float, help="AdamW's peak learning rate (classification: 5e-4 x total batch / 512)"
     )
     group.add_argument(
-        "--weight_decay",
-        type=float,
-        default=recipe["weight_decay"],
-        help="AdamW weight decay (not on biases, norms, position tables, class tokens)",
+        "--weight_decay", type=float, help="AdamW weight decay (not on biases, norms, position tables, class tokens)"
     )
     group.add_argument(
         "--lr_scheduler_type",
-        default=recipe["lr_scheduler_type"],
         choices=SCHEDULES,
         help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR)",
     )
     group.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps")
-    group.add_argument(
-        "--num_train_epochs",
-        type=int,
-        default=recipe["num_train_epochs"],
-        help="epochs (when --max_train_steps is not set)",
-    )
+    group.add_argument("--num_train_epochs", type=int, help="epochs (when --max_train_steps is not set)")
     group.add_argument(
         "--max_train_steps",
         type=int,
         default=None,
         help="total optimizer steps; overrides the epochs (required for a stream that does not report its size)",
     )
-    group.add_argument(
-        "--per_device_train_batch_size", type=int, default=recipe["batch_size"], help="training batch per process"
-    )
-    group.add_argument(
-        "--per_device_eval_batch_size", type=int, default=recipe["batch_size"], help="evaluation batch per process"
-    )
+    group.add_argument("--per_device_train_batch_size", type=int, help="training batch per process")
+    group.add_argument("--per_device_eval_batch_size", type=int, help="evaluation batch per process")
     group.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
-    group.add_argument(
-        "--max_grad_norm", type=float, default=recipe.get("max_grad_norm"), help="gradient clipping (none by default)"
-    )
+    group.add_argument("--max_grad_norm", type=float, help="gradient clipping (none: no clipping)")
     group.add_argument(
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
     group.add_argument("--seed", type=int, default=42, help="seeds the model, the data order and the augmentation")
     group = parser.add_argument_group("run management")
-    group.add_argument(
-        "--output_dir", default=recipe["output_dir"], help="where checkpoints and the final folder are written"
-    )
+    group.add_argument("--output_dir", help="where checkpoints and the final folder are written")
     group.add_argument(
         "--checkpointing_steps", default=None, help="save a resumable checkpoint every N steps, or 'epoch'"
     )
@@ -179,6 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: dict, dense: bool = F
         "--hub_model_id", default=None, help="the repository to push to (default: the output folder's name)"
     )
     group.add_argument("--hub_token", default=None, help="the Hub token (default: the stored login / HF_TOKEN)")
+    parser.set_defaults(**RECIPES[task])
 
 
 def parse_arguments(parser: argparse.ArgumentParser, embedded_profile: dict, argv=None) -> argparse.Namespace:
@@ -221,23 +217,11 @@ def load_splits(args, task: str, columns: dict, **extra):
     from . import data
 
     columns = {k: v for k, v in columns.items() if v}
-    return data.load_splits(
-        task,
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_dir=args.train_dir,
-        validation_dir=args.validation_dir,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        train_val_split=args.train_val_split,
-        streaming=args.streaming,
-        columns=columns or None,
-        label_names=args.label_names,
-        cache_dir=args.cache_dir,
-        trust_remote_code=args.trust_remote_code,
-        seed=args.seed,
-        **extra,
+    same_names = (
+        *("dataset_name", "dataset_config_name", "train_dir", "validation_dir", "train_split", "eval_split"),
+        *("train_val_split", "streaming", "label_names", "cache_dir", "trust_remote_code", "seed"),
     )
+    return data.load_splits(task, columns=columns or None, **{k: getattr(args, k) for k in same_names}, **extra)
 
 
 def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamespace:
@@ -466,7 +450,7 @@ def batch_norm_on_running_stats_for_one_sample(model, batch_size: int):
 
 def label_kwargs(id2label: dict) -> dict:
     """The config fields of a classification head over `id2label`."""
-    return dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    return dict(num_labels=len(id2label), **label_fields(id2label))
 
 
 def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
@@ -678,47 +662,14 @@ def save_outputs(accelerator: Accelerator, model, processor, args, metrics: dict
         unwrapped.save_pretrained(args.output_dir)
         processor.save_pretrained(args.output_dir)
         write_results(args.output_dir, metrics)
+        from .hub import push_folder, training_card
+
         Path(args.output_dir, "README.md").write_text(training_card(task, args, metrics))
         if args.push_to_hub:
-            from .hub import push_folder
-
             repo = args.hub_model_id or Path(args.output_dir).name
             push_folder(args.output_dir, repo, f"Fine-tuned {task} with pvt_hf", token=args.hub_token)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-
-
-def training_card(task: str, args, metrics: dict) -> str:
-    rows = "\n".join(
-        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
-    )
-    arguments = json.dumps({k: v for k, v in vars(args).items() if k != "hub_token"}, indent=2, default=str)
-    dataset = args.dataset_name or args.train_dir or "the embedded default dataset"
-    return f"""---
-library_name: transformers
-tags: [pvt, pvt_hf, {task}]
----
-
-# {Path(args.output_dir).name}
-
-PVT fine-tuned for {task} with pvt_hf from `{args.model_name_or_path}` on `{dataset}`.
-
-## Evaluation
-
-Computed through this folder's image-processor configuration, as `from_pretrained` users get it.
-
-| metric | value |
-|---|---|
-{rows}
-
-## Training arguments
-
-```json
-{arguments}
-```
-
-Load with `import pvt_hf` or with `trust_remote_code=True` (the modeling code is in this folder).
-"""
 
 
 def to_device(batch: dict, device) -> dict:

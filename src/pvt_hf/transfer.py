@@ -16,29 +16,10 @@ import json
 import torch
 from transformers.utils import cached_file, logging
 
-from .configuration_pvt import PvtConfig
+from .configuration_pvt import ARCHITECTURE_FIELDS, PvtConfig
 
 logger = logging.get_logger(__name__)
 
-# PvtConfig fields that decide the trunk's tensors or what it computes: source and target must agree on all of them.
-ARCHITECTURE_FIELDS = (
-    "num_channels",
-    "depths",
-    "patch_sizes",
-    "hidden_sizes",
-    "num_attention_heads",
-    "sr_ratios",
-    "mlp_ratios",
-    "overlapping_patch_embed",
-    "conv_ffn",
-    "linear_sra",
-    "absolute_pos_embed",
-    "pooling",
-    "stage_norms",
-    "qkv_bias",
-    "hidden_act",
-    "layer_norm_eps",
-)
 # The classification model's trunk (`PvtModel` under `pvt.`) holds the backbone's tensors under `pvt.encoder.`.
 CLASSIFICATION_PREFIX = "pvt."
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -181,7 +162,7 @@ def config_with_source_backbone(config, name_or_path: str, **hub_kwargs):
     source, target = source_config(name_or_path, **hub_kwargs), config.backbone_config
     keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "initializer_range")
     config.backbone_config = PvtConfig(
-        **{k: getattr(source, k) for k in (*ARCHITECTURE_FIELDS, "image_size")},
+        **{k: getattr(source, k) for k in (*ARCHITECTURE_FIELDS, "image_size", "conv_init")},
         **{k: getattr(target, k) for k in keep},
         out_features=list(target.out_features),
         num_labels=0,
