@@ -25,6 +25,12 @@ EVAL_SIZE = (36, 36)  # evaluation images are 36x36, training ones 32x32: which 
 IMAGENET_NAMES = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark"]  # first ImageNet-1k names
 COCO_NAMES = ["person", "bicycle", "car"]
 CPPE5_NAMES = ["Coverall", "Face_Shield", "Gloves", "Goggles", "Mask"]
+CPPE5_OBJECT = {  # the fields of one cppe-5 object; bbox as x, y, width, height
+    "id": Value("int64"),
+    "area": Value("int64"),
+    "bbox": Sequence(Value("float32"), length=4),
+    "category": ClassLabel(names=CPPE5_NAMES),
+}
 
 
 @dataclass
@@ -246,19 +252,13 @@ def cppe5(root: Path) -> Fixture:
     `data/{train,test}-00000-of-00001.parquet`; features `image_id: int64`, `image: Image`, `width, height: int32`,
     `objects: Sequence({id: int64, area: int64, bbox: Sequence(float32, length=4) as x, y, width, height,
     category: ClassLabel([Coverall, Face_Shield, Gloves, Goggles, Mask])})`."""
-    fields = {
-        "id": Value("int64"),
-        "area": Value("int64"),
-        "bbox": Sequence(Value("float32"), length=4),
-        "category": ClassLabel(names=CPPE5_NAMES),
-    }
     features = Features(
         {
             "image_id": Value("int64"),
             "image": Image(),
             "width": Value("int32"),
             "height": Value("int32"),
-            "objects": Sequence(fields),
+            "objects": Sequence(CPPE5_OBJECT),
         }
     )
     boxes = _coco_objects(boxes_xyxy=False)

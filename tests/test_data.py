@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 datasets = pytest.importorskip("datasets")
+from dataset_fixtures import CPPE5_NAMES, CPPE5_OBJECT  # noqa: E402
 from datasets import ClassLabel, Dataset, Features, IterableDataset, List, Sequence, Value  # noqa: E402
 from datasets import Image as ImageFeature  # noqa: E402
 
@@ -181,24 +182,12 @@ def coco_xyxy_like():
 
 def cppe5_like(list_of_dicts=False):
     """cppe-5: objects {id, area, bbox (x, y, w, h), category}; also as a list of dicts, as some parquet exports."""
-    names = ["Coverall", "Face_Shield", "Gloves", "Goggles", "Mask"]
-    fields = {
-        "id": Value("int64"),
-        "area": Value("int64"),
-        "bbox": List(Value("float32"), length=4),
-        "category": ClassLabel(names=names),
-    }
-    features = Features(
-        {
-            "image_id": Value("int64"),
-            "image": ImageFeature(),
-            "objects": List(fields) if list_of_dicts else Sequence(fields),
-        }
-    )
+    feature = List(CPPE5_OBJECT) if list_of_dicts else Sequence(CPPE5_OBJECT)
+    features = Features({"image_id": Value("int64"), "image": ImageFeature(), "objects": feature})
     objects = [{"id": [1], "area": [30], "bbox": [[2.0, 3.0, 5.0, 6.0]], "category": [4]}]
     if list_of_dicts:
         objects = [[dict(zip(o, values, strict=True)) for values in zip(*o.values(), strict=True)] for o in objects]
-    return Dataset.from_dict({"image_id": [5], "image": [rgb()], "objects": objects}, features=features), names
+    return Dataset.from_dict({"image_id": [5], "image": [rgb()], "objects": objects}, features=features), CPPE5_NAMES
 
 
 def scene_parse_like():
@@ -391,9 +380,11 @@ def test_shuffle_and_set_epoch(cache):
     assert orders[0] == orders[1] != orders[2]  # the same epoch replays, a new one reshuffles
     assert data.label_names("detection", ranks[0]) == SHAPE_NAMES  # label names survive shard + shuffle
     mapped = data.load_task_dataset("detection", None, "validation", streaming=False, cache_dir=str(cache))
+    before = ids("detection", mapped)
     order = ids("detection", data.shuffle_stream(mapped, seed=1))
-    assert order != ids("detection", mapped) and sorted(order) == sorted(ids("detection", mapped))
-    data.set_epoch(mapped, 1)  # a no-op for map-style datasets
+    assert order != before and sorted(order) == sorted(before)
+    data.set_epoch(mapped, 1)  # map-style datasets have no epoch (they reshuffle through shuffle_stream): unchanged
+    assert ids("detection", mapped) == before
 
 
 def test_label_names_from_classlabel_fallback():

@@ -177,10 +177,16 @@ def test_loss_follows_transformers_problem_type(problem_type, labels):
 
 
 def test_stochastic_depth_is_linear_over_all_blocks_and_only_in_training():
+    # the official code: dpr = linspace(0, drop_path_rate, sum(depths)), block i of the whole network takes dpr[i]
     config = tiny_config("v2", drop_path_rate=0.3, depths=[1, 1, 2, 1])
     model = PvtForImageClassification(config)
-    rates = [block.drop_path_rate for stage in model.pvt.encoder.stages for block in stage.blocks]
-    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3][:1] + [0.075, 0.15, 0.225, 0.3])
+    rates = [[round(block.drop_path_rate, 6) for block in stage.blocks] for stage in model.pvt.encoder.stages]
+    assert rates == [[0.0], [0.075], [0.15, 0.225], [0.3]]
+    with torch.device("meta"):  # pvt-v2-b2 at the paper's 0.1: 16 blocks, i / 15 * 0.1
+        b2 = PvtForImageClassification(PvtConfig.from_preset("pvt-v2-b2", drop_path_rate=0.1))
+    assert [stage.blocks[-1].drop_path_rate for stage in b2.pvt.encoder.stages] == pytest.approx(
+        [0.2 / 15, 0.6 / 15, 1.2 / 15, 0.1]
+    )
     pixels = torch.randn(4, 3, 64, 64)
     model.eval()
     with torch.no_grad():

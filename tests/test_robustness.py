@@ -4,36 +4,28 @@ never a silent wrong result, a changed config or a lost file. Also the heads' in
 import inspect
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import convert, tiny_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from tiny_heads import detection_model, mask2former_model, segmentation_model
 from torch.utils.flop_counter import FlopCounterMode
 
 import pvt_hf
 from pvt_hf import (
     PvtBackbone,
     PvtConfig,
-    PvtDeformableDetrConfig,
-    PvtDeformableDetrForObjectDetection,
-    PvtDetrConfig,
-    PvtDetrImageProcessor,
     PvtForImageClassification,
-    PvtForObjectDetection,
     PvtForSemanticSegmentation,
     PvtHfImageProcessor,
     PvtModel,
     PvtSegmentationConfig,
     PvtSegmentationImageProcessor,
 )
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "convert"))
-from convert_pvt_checkpoint import main as convert_cli  # noqa: E402
 
 # ------------------------------------------------------------------ pixel values and labels
 
@@ -63,7 +55,8 @@ def test_minimum_input_size_follows_the_strides(family, patch_sizes, minimum):
     model = PvtModel(config).eval()
     with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}"):
         model(torch.randn(1, 3, minimum - 1, minimum))
-    model(torch.randn(1, 3, minimum, minimum))
+    with torch.no_grad():  # the smallest input leaves one token in the last stage
+        assert model(torch.randn(1, 3, minimum, minimum)).last_hidden_state.shape[-2:] == (1, 1)
 
 
 @pytest.mark.parametrize("labels", [[1, 10], [-3, 0]])
@@ -155,18 +148,18 @@ def test_loading_info_comes_back_intact(tmp_path):
 
 def test_segmentation_options_reach_the_backbone(tmp_path):
     assert PvtSegmentationConfig.sub_configs == {"backbone_config": PvtConfig}
-    PvtForSemanticSegmentation(seg_config("semantic_fpn")).save_pretrained(tmp_path)
+    segmentation_model("semantic_fpn").save_pretrained(tmp_path)
     model = PvtForSemanticSegmentation.from_pretrained(tmp_path, attn_implementation="eager")
     assert model.backbone.config._attn_implementation == "eager"
     model.config.output_attentions = True
     assert len(model(torch.randn(1, 3, 64, 64)).attentions) == 5
 
 
-@pytest.mark.parametrize("model_class", [PvtForObjectDetection, PvtDeformableDetrForObjectDetection])
-def test_detectors_advertise_the_options_they_take(model_class):
+@pytest.mark.parametrize("name", ["PvtForObjectDetection", "PvtDeformableDetrForObjectDetection"])
+def test_detectors_advertise_the_options_they_take(name):
     """transformers reads a model's options (output_attentions, ...) from the type of its `**kwargs`: the PVT wrapper
     must keep DETR's, or tooling (and transformers' common tests) think it cannot return attentions."""
-    kwargs = inspect.signature(model_class.forward).parameters["kwargs"]
+    kwargs = inspect.signature(getattr(pvt_hf, name).forward).parameters["kwargs"]
     assert "output_attentions" in kwargs.annotation.__args__[0].__annotations__
 
 
@@ -184,9 +177,7 @@ def official_checkpoint(tmp_path, poison: bool = False) -> Path:
 
 def test_verify_fails_on_nan_weights(tmp_path, capsys):
     checkpoint = official_checkpoint(tmp_path, poison=True)
-    code = convert_cli(
-        ["--source", "official", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o"), "--verify"]
-    )
+    code = convert("official", checkpoint, tmp_path / "o", "--verify")
     assert code == 2 and "non-finite (NaN / inf) values in classifier.weight" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -201,10 +192,9 @@ def test_converter_refuses_a_non_empty_output_and_keeps_the_readme(tmp_path, cap
     output = tmp_path / "mine"
     output.mkdir()
     (output / "README.md").write_text("my notes")
-    args = ["--source", "official", "--checkpoint", str(checkpoint), "--output", str(output)]
-    assert convert_cli(args) == 1
+    assert convert("official", checkpoint, output) == 1
     assert "--overwrite" in capsys.readouterr().err and (output / "README.md").read_text() == "my notes"
-    assert convert_cli([*args, "--overwrite"]) == 0
+    assert convert("official", checkpoint, output, "--overwrite") == 0
     assert "replacing" in capsys.readouterr().err and "pvt-v2-b0" in (output / "README.md").read_text()
 
 
@@ -212,7 +202,7 @@ def test_converter_names_a_truncated_safetensors_checkpoint(tmp_path, capsys):
     broken = tmp_path / "model.safetensors"
     save_file({"a": torch.zeros(100)}, broken)
     broken.write_bytes(broken.read_bytes()[:50])
-    assert convert_cli(["--source", "timm", "--checkpoint", str(broken), "--output", str(tmp_path / "o")]) == 1
+    assert convert("timm", broken, tmp_path / "o") == 1
     assert str(broken) in capsys.readouterr().err
 
 
@@ -239,8 +229,9 @@ def test_float_images_in_unit_range_get_transformers_warning(caplog):
     torch.testing.assert_close(scaled[0, :, 0, 0], (0.5 - mean) / std, atol=0.01, rtol=0)  # (8-bit resampling)
 
 
-@pytest.mark.parametrize("processor", [PvtHfImageProcessor, PvtDetrImageProcessor, PvtSegmentationImageProcessor])
-def test_empty_batch_and_grayscale_arrays(processor):
+@pytest.mark.parametrize("name", ["PvtHfImageProcessor", "PvtDetrImageProcessor", "PvtSegmentationImageProcessor"])
+def test_empty_batch_and_grayscale_arrays(name):
+    processor = getattr(pvt_hf, name)
     with pytest.raises(ValueError, match="empty list of images"):
         processor()([], return_tensors="pt")
     assert processor()(np.full((40, 50), 7, np.uint8), return_tensors="pt").pixel_values.shape[:2] == (1, 3)
@@ -255,20 +246,6 @@ def test_segmentation_maps_that_cannot_be_label_maps_are_refused():
 
 
 # ------------------------------------------------------------------ head initialisation
-
-
-def tiny_backbone(**overrides) -> PvtConfig:
-    return tiny_config("v2", num_labels=0, **overrides)
-
-
-def seg_config(head: str, **overrides) -> PvtSegmentationConfig:
-    sizes = dict(hidden_size=32, fpn_channels=32, auxiliary_channels=32, use_auxiliary_head=True, num_labels=12)
-    return PvtSegmentationConfig(backbone_config=tiny_backbone(), decode_head=head, **{**sizes, **overrides})
-
-
-DETR_SIZES = dict(
-    d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10
-)
 
 
 def semantic_fpn_reference(model):
@@ -317,30 +294,17 @@ def reference_statistics(model):
     return transformers_twin(model)
 
 
-HEAD_PRESETS = {
-    "semantic_fpn": lambda: PvtForSemanticSegmentation(seg_config("semantic_fpn")),
-    "upernet": lambda: PvtForSemanticSegmentation(seg_config("upernet")),
-    "detr": lambda: PvtForObjectDetection(PvtDetrConfig(backbone_config=tiny_backbone(), num_labels=5, **DETR_SIZES)),
-    "deformable_detr": lambda: PvtDeformableDetrForObjectDetection(
-        PvtDeformableDetrConfig(
-            backbone_config=tiny_backbone(),
-            num_labels=5,
-            encoder_n_points=2,
-            decoder_n_points=2,
-            **{**DETR_SIZES, "decoder_layers": 2},
-        )
+SEGMENTATION_SIZES = dict(hidden_size=32, fpn_channels=32, auxiliary_channels=32, num_labels=12)
+DETR_SIZES = dict(num_labels=5, encoder_ffn_dim=64, decoder_ffn_dim=64)
+HEAD_PRESETS = {  # tensors large enough for their statistics to say something
+    "semantic_fpn": lambda: segmentation_model("semantic_fpn", **SEGMENTATION_SIZES),
+    "upernet": lambda: segmentation_model("upernet", **SEGMENTATION_SIZES),
+    "detr": lambda: detection_model("detr", "v2", **DETR_SIZES, decoder_layers=1),
+    "deformable_detr": lambda: detection_model(
+        "deformable", "v2", **DETR_SIZES, encoder_n_points=2, decoder_n_points=2
     ),
+    "mask2former": lambda: mask2former_model(num_labels=4),  # its reference: transformers' own Mask2Former
 }
-if hasattr(pvt_hf, "PvtMask2FormerForUniversalSegmentation"):  # its reference: transformers' own Mask2Former
-    HEAD_PRESETS["mask2former"] = lambda: pvt_hf.PvtMask2FormerForUniversalSegmentation(
-        pvt_hf.PvtMask2FormerConfig(
-            backbone_config=tiny_backbone(),
-            **dict(
-                num_labels=4, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1, decoder_layers=2
-            ),
-            **dict(num_queries=10, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2),
-        )
-    )
 
 
 def assert_statistics_match(model, reference, names=None):

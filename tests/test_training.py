@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pvt_hf import training
+from pvt_hf import data, training
 
 ROOT = Path(__file__).parents[1]
 
@@ -186,7 +186,6 @@ def test_dense_scripts_produce_hub_ready_folders(tmp_path, script, keys):
     if script == "run_semantic_segmentation.py":  # the folder reproduces its own number, through its own processor
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-        from pvt_hf import data
         from pvt_hf.metrics import SegmentationMetric
 
         model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path).eval()
@@ -297,26 +296,28 @@ def test_a_split_of_corrupt_images_stops_with_a_clear_error(tmp_path):
         load_script(SCRIPTS[0]).main(["--dataset_name", str(source), "--output_dir", str(tmp_path / "out"), *TINY_RUN])
 
 
-@pytest.mark.timeout(300)
-def test_an_empty_train_split_stops_with_a_clear_error(tmp_path, monkeypatch):
-    from pvt_hf import data
-
-    empty = datasets.Dataset.from_dict({"image": [], "label": []})
+def serve_splits(monkeypatch, train, train_size, eval, eval_size):
+    """The scripts' `data.load_splits` answers with these splits of two classes, "a" and "b"."""
     splits = data.TaskSplits(
-        train=empty,
-        eval=empty,
+        train=train,
+        eval=eval,
         id2label={0: "a", 1: "b"},
-        train_size=0,
-        eval_size=0,
+        train_size=train_size,
+        eval_size=eval_size,
         train_split="train",
         eval_split="validation",
     )
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: splits)
+
+
+@pytest.mark.timeout(300)
+def test_an_empty_train_split_stops_with_a_clear_error(tmp_path, monkeypatch):
+    empty = datasets.Dataset.from_dict({"image": [], "label": []})
+    serve_splits(monkeypatch, empty, 0, empty, 0)
     with pytest.raises(ValueError, match="training split is empty"):
         load_script(SCRIPTS[0]).main(["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN])
     # the same empty split as a stream that does not report its size: no endless loop either
-    streamed = data.TaskSplits(**{**vars(splits), "train": data.epoch_stream(empty, None), "train_size": None})
-    monkeypatch.setattr(data, "load_splits", lambda *a, **k: streamed)
+    serve_splits(monkeypatch, data.epoch_stream(empty, None), None, empty, 0)
     with pytest.raises(RuntimeError, match="yielded no example"):
         load_script(SCRIPTS[0]).main(
             ["--dataset_name", "x", "--output_dir", str(tmp_path), *TINY_RUN, "--max_train_steps", "3"]
@@ -342,8 +343,6 @@ def test_an_unsized_stream_needs_max_train_steps():
 
 @pytest.mark.timeout(300)
 def test_a_stream_that_counts_its_reads_shows_no_pass_before_the_first_step(tmp_path, monkeypatch):
-    from pvt_hf import data
-
     reads, at_first_step = [0], []
 
     def examples(shards):
@@ -356,16 +355,7 @@ def test_a_stream_that_counts_its_reads_shows_no_pass_before_the_first_step(tmp_
                 yield {"image": {"bytes": buffer.getvalue(), "path": None}, "label": n % 2}
 
     stream = datasets.IterableDataset.from_generator(examples, gen_kwargs={"shards": list(range(50))})  # 5000
-    splits = data.TaskSplits(
-        train=stream,
-        eval=stream.take(4),
-        id2label={0: "a", 1: "b"},
-        train_size=5000,
-        eval_size=4,
-        train_split="train",
-        eval_split="validation",
-    )
-    monkeypatch.setattr(data, "load_splits", lambda *a, **k: splits)
+    serve_splits(monkeypatch, stream, 5000, stream.take(4), 4)
     backward_step = training.backward_step
 
     def recording_backward_step(*args):

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import convert, tiny_config
 from safetensors.torch import load_file, save_file
-from test_dense import SMALL_DETR, detection_model, segmentation_model
-from test_mask2former import mask2former_model
+from tiny_heads import SMALL_DETR, detection_model, mask2former_model, segmentation_model
 
 from pvt_hf import (
     PvtBackbone,
@@ -150,25 +149,11 @@ def test_a_preset_head_takes_the_source_backbones_architecture(tmp_path):
 
 def test_the_converters_mm_backbone_folder_starts_a_preset_head(tmp_path):
     """An mmsegmentation/mmdetection checkpoint -> `convert_pvt_checkpoint.py --task backbone` -> Semantic FPN."""
-    from test_conversion import convert_cli, random_model, write_checkpoint
+    from test_conversion import random_model, write_checkpoint
 
     source = random_model(PvtConfig.from_preset("pvt-v2-b0"))
     checkpoint = write_checkpoint(source, "mm-state_dict", tmp_path)
-    assert (
-        convert_cli(
-            [
-                "--source",
-                "official",
-                "--checkpoint",
-                str(checkpoint),
-                "--task",
-                "backbone",
-                "--output",
-                str(tmp_path / "b0"),
-            ]
-        )
-        == 0
-    )
+    assert convert("official", checkpoint, tmp_path / "b0", "--task", "backbone") == 0
     model = PvtForSemanticSegmentation(PvtSegmentationConfig.from_preset("pvt-v2-b0-semantic-fpn-ade20k"))
     report = load_pretrained_backbone(model, str(tmp_path / "b0"))
     expected = {k: v for k, v in source.pvt.state_dict().items() if k.startswith("encoder.")}
