@@ -35,13 +35,11 @@ def collate(items):
 
 
 def loader(dataset, workers, epoch=0, batch_size=4):
-    args = argparse.Namespace(
-        max_train_samples=None,
-        seed=3,
-        shuffle_buffer_size=1,
-        dataloader_num_workers=workers,
-        per_device_train_batch_size=batch_size,
-    )
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser, "classification")  # the scripts' own arguments
+    flags = {"seed": 3, "shuffle_buffer_size": 1, "dataloader_num_workers": workers}
+    argv = [f"--{k}={v}" for k, v in {**flags, "per_device_train_batch_size": batch_size}.items()]
+    args = parser.parse_args(argv)
     return training.train_loader(dataset, args, epoch, "classification", item, collate, 1)
 
 
