@@ -1,44 +1,58 @@
 """pvt_hf's inference with its chunked MLP (the default), with chunking off, and transformers' model, interleaved in
 one process so that all three meet the same machine state: median wall seconds, CPU seconds and minor page faults per
-forward, per round. Random weights (speed does not depend on them; `python -m benchmarks` checks outputs agree).
+forward, per round. `--train` times training steps (forward, backward, AdamW) of pvt_hf and transformers instead.
+Random weights (speed does not depend on them; `python -m benchmarks` checks outputs agree).
 
-    python -m benchmarks.mlp_chunking --preset pvt-v2-b2 --shape 8x224x224 [--accuracy]
+    python -m benchmarks.mlp_chunking --preset pvt-v2-b2 --shape 8x224x224 [--accuracy | --train]
 """
 
 import argparse
-import resource
-import time
 
 import torch
 
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, reference
 from pvt_hf.modeling_pvt import PvtMlp
 
+from .timing import time_steps
 
-def per_forward(model, pixels, repeats: int) -> tuple[float, float, int]:
-    """Median (wall s, CPU s, minor faults) of `repeats` forwards after one warm-up."""
-    rows = []
-    with torch.no_grad():
-        model(pixels)
-        for _ in range(repeats):
-            faults, cpu, wall = (
-                resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
-                time.process_time(),
-                time.perf_counter(),
-            )
+
+def per_step(step, repeats: int) -> tuple[float, float, int]:
+    """Medians (wall s, CPU s, minor faults) of `repeats` calls of `step` after one warm-up."""
+    timings = time_steps(step, repeats, warmup=1)
+    return timings["median_step_s"], timings["cpu_s_per_step"], timings["minor_faults_per_step"]
+
+
+def forward(model, pixels):
+    def step():
+        with torch.no_grad():
             model(pixels)
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-            rows.append((time.perf_counter() - wall, time.process_time() - cpu, faults))
-    return sorted(rows)[len(rows) // 2]
+
+    return step
+
+
+def training_step(model, pixels):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    labels = torch.randint(0, model.config.num_labels, (pixels.shape[0],))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(pixels).logits, labels).backward()
+        optimizer.step()
+
+    return step
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="pvt-v2-b2", help="backbone preset")
     parser.add_argument("--shape", default="8x224x224", help="BxHxW; 224x224 runs the classifier, others the backbone")
-    parser.add_argument("--repeats", type=int, default=3, help="forwards per measurement (median)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three variants")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the variants")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--train", action="store_true", help="time training steps of pvt_hf and transformers (224x224 shapes)"
+    )
     parser.add_argument(
         "--accuracy",
         action="store_true",
@@ -48,6 +62,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     batch, height, width = map(int, args.shape.split("x"))
     classify = (height, width) == (224, 224)
+    if args.train and not classify:
+        parser.error("--train times the classifiers: use a Bx224x224 shape")
     stages = {} if classify else {"out_features": ["stage1", "stage2", "stage3", "stage4"]}
     config = PvtConfig.from_preset(args.preset, **stages)
     ours = (PvtForImageClassification if classify else PvtBackbone)(config).eval()
@@ -56,21 +72,23 @@ def main(argv=None) -> None:
         reference.give_transformers_v1_tables(theirs, config, height, width)
     pixels = torch.randn(batch, 3, height, width)
     budget = PvtMlp.chunk_bytes
+    if args.train:  # training never chunks
+        variants = [("pvt_hf train", training_step(ours, pixels), budget)]
+        variants.append(("transformers train", training_step(theirs, pixels), budget))
+    else:  # 2**62: every MLP is one chunk, i.e. the plain computation
+        variants = [("chunked", forward(ours, pixels), budget), ("unchunked", forward(ours, pixels), 2**62)]
+        variants.append(("transformers", forward(theirs, pixels), budget))
     for round_ in range(args.rounds):
-        for name, model, chunk_bytes in [
-            ("chunked", ours, budget),
-            ("unchunked", ours, 2**62),
-            ("transformers", theirs, budget),
-        ]:
-            PvtMlp.chunk_bytes = chunk_bytes  # 2**62: every MLP is one chunk, i.e. the plain computation
-            wall, cpu, faults = per_forward(model, pixels, args.repeats)
+        for name, step, chunk_bytes in variants:
+            PvtMlp.chunk_bytes = chunk_bytes
+            wall, cpu, faults = per_step(step, args.repeats)
             print(
                 f"{args.preset} {args.shape} round {round_ + 1} {name:12s} "
-                f"wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults}"
+                f"wall {wall:.3f} s  cpu {cpu:.3f} s  faults {faults:.0f}"
             )
     PvtMlp.chunk_bytes = budget
     if args.accuracy:
-        report_accuracy(ours, pixels, budget)
+        report_accuracy(ours.eval(), pixels, budget)
 
 
 def outputs(model, pixels) -> list[torch.Tensor]:

@@ -77,3 +77,11 @@ def test_mlp_chunking_benchmark_runs(capsys):
     assert [line.split()[4] for line in lines[:3]] == ["chunked", "unchunked", "transformers"]
     gaps = [float(value) for line in lines[3:] for value in line.split(": ")[1].split()]
     assert len(gaps) == 3 * 4 and max(gaps) < 1e-5
+
+
+def test_mlp_chunking_benchmark_times_training_steps(capsys):
+    from benchmarks import mlp_chunking
+
+    mlp_chunking.main(["--preset", "pvt-v2-b0", "--shape", "1x224x224", "--repeats", "1", "--rounds", "1", "--train"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[4:6] for line in lines] == [["pvt_hf", "train"], ["transformers", "train"]]
