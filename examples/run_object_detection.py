@@ -28,27 +28,13 @@ from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
 TASK = "detection"
-EMBEDDED_PROFILE = dict(
-    model_name_or_path="pvt-v2-b0-deformable-detr-coco",
-    image_size=128,
-    learning_rate=5e-4,
-    num_train_epochs=20,
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=16,
-    max_grad_norm=1.0,
-    min_scale=96,
-    transformer_size="small",
-    streaming=False,
-)
-SMALL_TRANSFORMER = dict(
-    d_model=128,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_ffn_dim=512,
-    decoder_ffn_dim=512,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    num_queries=20,
+# the embedded dataset's short run: a small Deformable DETR on 128-pixel images
+EMBEDDED_PROFILE = dict(model_name_or_path="pvt-v2-b0-deformable-detr-coco", transformer_size="small", streaming=False)
+EMBEDDED_PROFILE |= dict(image_size=128, min_scale=96, learning_rate=5e-4, num_train_epochs=20, max_grad_norm=1.0)
+EMBEDDED_PROFILE |= dict(per_device_train_batch_size=8, per_device_eval_batch_size=16)
+SMALL_TRANSFORMER = dict(d_model=128, num_queries=20, encoder_layers=2, decoder_layers=2)
+SMALL_TRANSFORMER |= dict(
+    encoder_ffn_dim=512, decoder_ffn_dim=512, encoder_attention_heads=4, decoder_attention_heads=4
 )
 
 

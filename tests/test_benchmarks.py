@@ -48,21 +48,8 @@ def test_worker_runs_in_its_own_process(tmp_path):
     """What the harness does by default: one measurement in a fresh process, its result handed back as JSON."""
     weights = tmp_path / "weights.pt"
     torch.save(canonical_weights("pvt-v2-b0"), weights)
-    spec = dict(
-        preset="pvt-v2-b0",
-        task="backbone",
-        impl="pvt_hf",
-        mode="inference",
-        batch=1,
-        height=64,
-        width=64,
-        warmup=1,
-        repeats=1,
-        device="cpu",
-        dtype="fp32",
-        threads=1,
-        weights=str(weights),
-    )
+    spec = dict(preset="pvt-v2-b0", task="backbone", impl="pvt_hf", mode="inference", batch=1, height=64, width=64)
+    spec |= dict(warmup=1, repeats=1, device="cpu", dtype="fp32", threads=1, weights=str(weights))
     result = harness.run_isolated(spec)
     assert result["status"] == "ok", result
     assert result["images_per_s"] > 0 and result["memory_method"].startswith("VmHWM")

@@ -262,9 +262,6 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
 
     from . import data
 
-    # torchdata 0.11 calls a torch API that torch 2.13 deprecates, once per loader (i.e. per epoch):
-    # not the user's concern
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     limit = args.max_train_samples // num_processes if args.max_train_samples else None
     stream = data.epoch_stream(
         train_set,
@@ -274,13 +271,17 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
         num_shards=max(1, args.dataloader_num_workers) * 8,
     )
     examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch)
-    return StatefulDataLoader(
-        examples,
-        batch_size=args.per_device_train_batch_size,
-        num_workers=args.dataloader_num_workers,
-        collate_fn=_Collate(collate),
-        persistent_workers=False,
-    )
+    with warnings.catch_warnings():
+        # torchdata 0.11's constructor calls a torch API that torch 2.13 deprecates (once per loader, i.e. per epoch):
+        # not the user's concern; silenced here only
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+        return StatefulDataLoader(
+            examples,
+            batch_size=args.per_device_train_batch_size,
+            num_workers=args.dataloader_num_workers,
+            collate_fn=_Collate(collate),
+            persistent_workers=False,
+        )
 
 
 def eval_loader(eval_set, args, task: str, num_processes: int):
