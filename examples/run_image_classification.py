@@ -101,9 +101,8 @@ def main(argv=None):
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(
-        accelerator, args, plan, "pvt_image_classification"
-    )  # trackers; restores --resume_from_checkpoint
+    # trackers; restores --resume_from_checkpoint
+    progress = training.Progress(accelerator, args, plan, "pvt_image_classification")
     num_labels = len(splits.id2label)
     for epoch in progress.epochs(model):
         for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, collate, world)):

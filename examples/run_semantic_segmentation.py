@@ -192,9 +192,8 @@ def main(argv=None):
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # ------------------------------------------------------------------------------------ resume, training loop
-    progress = training.Progress(
-        accelerator, args, plan, "pvt_semantic_segmentation"
-    )  # trackers; restores --resume_from_checkpoint
+    # trackers; restores --resume_from_checkpoint
+    progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")
     batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
         for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):

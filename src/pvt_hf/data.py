@@ -75,6 +75,9 @@ from datasets import ClassLabel, Dataset, Features, Image, IterableDataset, List
 from datasets.distributed import split_dataset_by_node
 from PIL import ImageDraw
 
+from .configuration_pvt import imagenet_1k_labels
+from .configuration_pvt_heads import ade20k_labels, coco_labels
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "detection", "segmentation")
@@ -126,11 +129,8 @@ _DOCUMENTED = {
     "scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},  # its semantic config
     "zhoubolei/scene_parse_150": {"label_names": "ade20k", "export_config": "scene_parsing"},
 }
-_BUILT_IN_LABELS = {
-    "imagenet-1k": "imagenet_1k_labels.json",
-    "coco": "coco_80_labels.json",
-    "ade20k": "ade20k_150_labels.json",
-}
+# The class-name sets the package ships (read by the config modules, which own the files)
+_BUILT_IN_LABELS = {"imagenet-1k": imagenet_1k_labels, "coco": coco_labels, "ade20k": ade20k_labels}
 
 
 @dataclass
@@ -295,7 +295,9 @@ def load_task_dataset(
 
 def _named_labels(names) -> dict[int, str]:
     """id2label from a built-in set name or a JSON file holding a list of names or an {id: name} object."""
-    path = Path(__file__).with_name(_BUILT_IN_LABELS[names]) if names in _BUILT_IN_LABELS else Path(names)
+    if names in _BUILT_IN_LABELS:
+        return _BUILT_IN_LABELS[names]()
+    path = Path(names)
     if not path.is_file():
         raise FileNotFoundError(f"label_names {names!r} is neither a JSON file nor one of {sorted(_BUILT_IN_LABELS)}")
     loaded = json.loads(path.read_text())

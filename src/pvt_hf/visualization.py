@@ -29,9 +29,7 @@ def draw_detections(image: Image.Image, detections, id2label: dict | None = None
     canvas = image.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     labels = sorted({d["label"] for d in detections})
-    colors = {
-        label: tuple(int(c) for c in color) for label, color in zip(labels, palette(max(len(labels), 1)), strict=False)
-    }
+    colors = {label: tuple(int(c) for c in color) for label, color in zip(labels, palette(len(labels)), strict=True)}
     for d in detections:
         box = d["box"]
         xyxy = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
