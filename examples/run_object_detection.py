@@ -11,8 +11,9 @@ resume -> training loop -> evaluation -> save / push.
 Defaults follow the PVT+DETR setup (v1 paper, Table 6): AdamW lr 1e-4, weight decay 1e-4, 50 epochs with the
 learning rate divided by 10 at epoch 33, gradient clipping 0.1, random horizontal flip and multi-scale resize (shorter
 side 480..800, longer at most 1333), DETR's losses and Hungarian matching. Evaluation: COCO box AP by pycocotools,
-through the saved image processor. With no --dataset_name, a synthetic shapes dataset (COCO format, generated once)
-trains a small Deformable DETR (plain DETR needs far longer schedules to stop predicting one mean box per query).
+through the saved image processor, whose post-processing is the head's (Deformable DETR's or DETR's). With no
+--dataset_name, a synthetic shapes dataset (COCO format, generated once) trains a small Deformable DETR (plain DETR
+needs far longer schedules to stop predicting one mean box per query).
 """
 
 import argparse
@@ -21,9 +22,17 @@ import functools
 import numpy as np
 import torch
 from accelerate.utils import gather_object, set_seed
-from transformers import AutoModelForObjectDetection
+from transformers import AutoModelForObjectDetection, DeformableDetrConfig
 
-from pvt_hf import DETECTION_PRESETS, PvtDeformableDetrConfig, PvtDetrConfig, PvtDetrImageProcessor, data, training
+from pvt_hf import (
+    DETECTION_PRESETS,
+    PvtDeformableDetrConfig,
+    PvtDeformableDetrImageProcessor,
+    PvtDetrConfig,
+    PvtDetrImageProcessor,
+    data,
+    training,
+)
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
@@ -106,12 +115,15 @@ def main(argv=None):
     plan = training.plan_steps(args, splits.train_size, world)
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
     transform = functools.partial(train_item, transform=DetectionTrainTransform(scales, args.max_size))
-    processor = PvtDetrImageProcessor(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # --------------------------------------------------------------------------------------------------- model
     model = training.build_model(
         args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args)
     )
+    # the processor whose post-processing is the head's: Deformable DETR's sigmoid top-k, or DETR's softmax
+    deformable = isinstance(model.config, DeformableDetrConfig)
+    processor_class = PvtDeformableDetrImageProcessor if deformable else PvtDetrImageProcessor
+    processor = processor_class(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
     optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)

@@ -229,7 +229,15 @@ def test_float_images_in_unit_range_get_transformers_warning(caplog):
     torch.testing.assert_close(scaled[0, :, 0, 0], (0.5 - mean) / std, atol=0.01, rtol=0)  # (8-bit resampling)
 
 
-@pytest.mark.parametrize("name", ["PvtHfImageProcessor", "PvtDetrImageProcessor", "PvtSegmentationImageProcessor"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PvtHfImageProcessor",
+        "PvtDetrImageProcessor",
+        "PvtDeformableDetrImageProcessor",
+        "PvtSegmentationImageProcessor",
+    ],
+)
 def test_empty_batch_and_grayscale_arrays(name):
     processor = getattr(pvt_hf, name)
     with pytest.raises(ValueError, match="empty list of images"):

@@ -183,6 +183,9 @@ def test_dense_scripts_produce_hub_ready_folders(tmp_path, script, keys):
         "modeling_pvt_heads.py",
     } <= files
     assert keys[0] in (tmp_path / "README.md").read_text()
+    if script == "run_object_detection.py":  # a Deformable DETR, evaluated and saved with its own processor
+        saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+        assert saved["image_processor_type"] == "PvtDeformableDetrImageProcessor"
     if script == "run_semantic_segmentation.py":  # the folder reproduces its own number, through its own processor
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 

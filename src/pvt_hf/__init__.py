@@ -29,7 +29,12 @@ from .configuration_pvt_heads import (
 )
 from .configuration_pvt_mask2former import MASK2FORMER_PRESETS, PvtMask2FormerConfig
 from .flops import count_macs
-from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from .image_processing_pvt import (
+    PvtDeformableDetrImageProcessor,
+    PvtDetrImageProcessor,
+    PvtHfImageProcessor,
+    PvtSegmentationImageProcessor,
+)
 from .image_processing_pvt_mask2former import PvtMask2FormerImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
 from .modeling_pvt_heads import PvtDeformableDetrForObjectDetection, PvtForObjectDetection, PvtForSemanticSegmentation
@@ -50,7 +55,12 @@ _MODELS = [
         PvtSegmentationImageProcessor,
     ),
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
-    (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
+    (
+        PvtDeformableDetrConfig,
+        AutoModelForObjectDetection,
+        PvtDeformableDetrForObjectDetection,
+        PvtDeformableDetrImageProcessor,
+    ),
     # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
     *(
         (PvtMask2FormerConfig, auto, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor)
@@ -90,6 +100,7 @@ __all__ = [
     "PvtConfig",
     "PvtDeformableDetrConfig",
     "PvtDeformableDetrForObjectDetection",
+    "PvtDeformableDetrImageProcessor",
     "PvtDetrConfig",
     "PvtDetrImageProcessor",
     "PvtForImageClassification",
