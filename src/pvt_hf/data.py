@@ -77,6 +77,7 @@ from PIL import ImageDraw
 
 from .configuration_pvt import imagenet_1k_labels
 from .configuration_pvt_heads import ade20k_labels, coco_labels
+from .label_range import LabelOutOfRangeError, check_label_range
 
 logger = logging.getLogger(__name__)
 
@@ -938,10 +939,19 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
     every sample's augmentation is the same whatever the worker count, process count or resumption. Errors of the
     underlying iterator itself (I/O of a stream) still propagate."""
 
-    def __init__(self, examples, task: str, max_warnings: int = 10, transform=None, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        examples,
+        task: str,
+        max_warnings: int = 10,
+        transform=None,
+        seed: int = 0,
+        epoch: int = 0,
+        num_labels=None,
+    ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        self.examples, self.task, self.max_warnings = examples, task, max_warnings
+        self.examples, self.task, self.max_warnings, self.num_labels = examples, task, max_warnings, num_labels
         self.transform, self.seed, self.epoch = transform, seed, epoch
         self.skipped = 0
 
@@ -950,13 +960,18 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
         for index, example in enumerate(self.examples):
             try:
                 item = decode_example(example, self.task)
+                if self.num_labels:
+                    check_label_range(item, self.task, self.num_labels, _where(example))
                 if self.transform is not None:
                     item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
+            except LabelOutOfRangeError:  # the label set is wrong, not the sample: stop
+                raise
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
                 self._skip(index, example, error)
                 continue
             if self.transform is not None:
                 item["skipped"], pending = self.skipped - pending, self.skipped
+                item["sample"] = _sample_key(example)  # named by an error about its batch (pvt_hf.nonfinite)
             yield item
         if self.transform is not None and self.skipped > pending:
             yield {"skipped": self.skipped - pending}
@@ -990,11 +1005,13 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
 
 
 def collate_skipping(items: list[dict], collate) -> dict:
-    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item. A batch
-    whose items were all count-only is `{"skipped": n}` alone (the loop takes no step on it)."""
+    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item, and
+    `batch["samples"]`, the good items' sample keys (files, else checksums or image ids). A batch
+    whose items were all count-only holds only those two (the loop takes no step on it)."""
     skipped = sum(item.pop("skipped", 0) for item in items)
+    samples = [item.pop("sample") for item in items if "sample" in item]
     good = [item for item in items if item]
-    return {**(collate(good) if good else {}), "skipped": skipped}
+    return {**(collate(good) if good else {}), "skipped": skipped, "samples": samples}
 
 
 def _sample_key(example) -> str:
