@@ -61,18 +61,6 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
 
 
 training.backward_step, training.save_outputs = counting_backward_step, recording_save_outputs
-tiny = [
-    "--image_size",
-    "32",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
-    "--random_erasing",
-    "0",
-    "--per_device_train_batch_size",
-    "1",
-    "--per_device_eval_batch_size",
-    "2",
-]
-script.main(["--dataset_name", "x", "--output_dir", str(out / "run"), "--num_train_epochs", "1", *tiny])
+tiny = "--image_size 32 --mixup 0 --cutmix 0 --random_erasing 0 --per_device_train_batch_size 1".split()
+tiny += "--per_device_eval_batch_size 2 --num_train_epochs 1 --dataset_name x".split()
+script.main(["--output_dir", str(out / "run"), *tiny])
