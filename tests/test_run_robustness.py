@@ -22,6 +22,9 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_config
 from PIL import Image
 from safetensors.torch import load_file
+from test_pipeline import collate as pipeline_collate
+from test_pipeline import image_dataset
+from test_pipeline import item as pipeline_item
 from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
 
 from pvt_hf import PvtForImageClassification, data, training
@@ -236,3 +239,33 @@ def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(t
     params = [torch.load(tmp_path / f"params-{r}.pt") for r in (0, 1)]
     for name, tensor in params[0].items():
         assert torch.equal(tensor, params[1][name]), name
+
+
+# ---------------------------------------------------------------------------------------- streamed resumption
+
+
+def streamed_loader(stream, workers: int):
+    """This epoch's loader over `stream` with the scripts' default arguments (shuffle buffer of 1000)."""
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser, "classification")
+    args = parser.parse_args(["--seed=3", f"--dataloader_num_workers={workers}", "--per_device_train_batch_size=4"])
+    return training.train_loader(stream, args, 1, "classification", pipeline_item, pipeline_collate, 1)
+
+
+def labels_of(batches) -> list[int]:
+    return [int(label) for batch in batches if "labels" in batch for label in batch["labels"]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_stream_sees_exactly_the_epochs_samples_with_the_default_shuffle_buffer(tmp_path, workers):
+    stream = image_dataset(48, corrupt={5, 30}).to_iterable_dataset(num_shards=8)
+    uninterrupted = labels_of(streamed_loader(stream, workers))
+    assert sorted(uninterrupted) == [n for n in range(48) if n not in {5, 30}]
+    first = streamed_loader(stream, workers)
+    batches = iter(first)
+    before = labels_of(next(batches) for _ in range(5))
+    torch.save(first.state_dict(), tmp_path / "loader.pt")  # what a checkpoint holds; the process then dies
+    del batches, first
+    resumed = streamed_loader(stream, workers)
+    resumed.load_state_dict(torch.load(tmp_path / "loader.pt", weights_only=False))
+    assert before + labels_of(resumed) == uninterrupted  # no sample lost or repeated, in the same order

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from datasets import IterableDataset
 from transformers import AutoConfig, get_scheduler
 
 from . import lockstep
@@ -23,6 +24,7 @@ from .atomic_output import OutputWriteError, staged_folder, write_failure
 from .configuration_pvt import label_fields
 from .nonfinite import NonFiniteGuard, check_finite_weights
 from .preemption import Preemption, resume_hint
+from .replay_resume import exactly_resumable
 from .run_layout import check_same_layout, run_layout
 
 logger = get_logger(__name__)
@@ -116,8 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "--shuffle_buffer_size",
         type=int,
         default=1000,
-        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, "
-        "which makes resumption exact for streams too",
+        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only. "
+        "Resumption is exact either way (a resumed stream re-reads the consumed part of its epoch)",
     )
     group.add_argument(
         "--dataloader_num_workers",
@@ -282,6 +284,7 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
         limit,
         num_shards=max(1, args.dataloader_num_workers) * 8,
     )
+    stream = exactly_resumable(stream, isinstance(train_set, IterableDataset) and args.shuffle_buffer_size > 1)
     examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch, num_labels=num_labels)
     with warnings.catch_warnings():
         # torchdata 0.11's constructor calls a torch API that torch 2.13 deprecates (once per loader, i.e. per epoch):
