@@ -236,6 +236,7 @@ def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(t
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
     # 8 steps per epoch planned; each epoch ends when rank 1 runs out after 4: two epochs of 4 steps
     assert [r["steps"] for r in records] == [8, 8] and [r["skipped"] for r in records] == [8, 8]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     params = [torch.load(tmp_path / f"params-{r}.pt") for r in (0, 1)]
     for name, tensor in params[0].items():
         assert torch.equal(tensor, params[1][name]), name

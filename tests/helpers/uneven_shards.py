@@ -1,6 +1,7 @@
 """Run by tests/test_run_robustness.py under `torch.distributed.run --nproc_per_node 2`: the classification example
 with DDP on 16 training images of which the last 4, all in rank 1's shard, are corrupt, one image per batch: rank 1
-has 4 batches per epoch, rank 0 has 8. Records, per rank, the training steps taken and the final parameters."""
+has 4 batches per epoch, rank 0 has 8; a checkpoint at each epoch's end. Records, per rank, the training steps taken
+and the final parameters."""
 
 import io
 import json
@@ -62,5 +63,5 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
 
 training.backward_step, training.save_outputs = counting_backward_step, recording_save_outputs
 tiny = "--image_size 32 --mixup 0 --cutmix 0 --random_erasing 0 --per_device_train_batch_size 1".split()
-tiny += "--per_device_eval_batch_size 2 --num_train_epochs 1 --dataset_name x".split()
+tiny += "--per_device_eval_batch_size 2 --num_train_epochs 1 --checkpointing_steps epoch --dataset_name x".split()
 script.main(["--output_dir", str(out / "run"), *tiny])
