@@ -1,5 +1,6 @@
 """Runs that survive a cluster (issue 22): non-finite losses and gradients, labels outside the class range, failing
-writes, resuming with another layout, preemption by SIGTERM, and processes that run out of batches unevenly."""
+writes, resuming with another layout, preemption by SIGTERM, processes that run out of batches unevenly, streamed
+resumption with a shuffle buffer, and real-data corners (split names of a glob, box formats, untrainable datasets)."""
 
 import argparse
 import errno
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import dataset_fixtures as fx
 import datasets
 import numpy as np
 import pytest
@@ -270,3 +272,36 @@ def test_a_resumed_stream_sees_exactly_the_epochs_samples_with_the_default_shuff
     resumed = streamed_loader(stream, workers)
     resumed.load_state_dict(torch.load(tmp_path / "loader.pt", weights_only=False))
     assert before + labels_of(resumed) == uninterrupted  # no sample lost or repeated, in the same order
+
+
+# ------------------------------------------------------------------------------------------ real-data corners
+
+
+def test_a_globs_file_names_give_its_splits(tmp_path):
+    coco = fx.detection_datasets_coco(tmp_path / "coco").root  # data/train-00000-of-00001-*.parquet, data/val-*
+    splits = data.load_splits("detection", dataset_name=str(coco / "data" / "*.parquet"), bbox_format="xyxy")
+    assert (splits.train_split, splits.eval_split, splits.train_size, splits.eval_size) == ("train", "validation", 4, 2)
+
+
+def test_a_downloaded_copy_of_a_known_dataset_has_its_box_format(tmp_path):
+    coco = fx.detection_datasets_coco(tmp_path / "coco").root  # the files of the Hub id, in a folder
+    splits = data.load_splits("detection", dataset_name=str(coco))
+    assert next(iter(data.SkipCorrupt(splits.train, "detection")))["objects"]["bbox"][0] == [2, 3, 10, 8]
+
+
+def test_undeclared_boxes_are_diagnosed_against_their_images(tmp_path):
+    cppe5 = fx.cppe5(tmp_path / "cppe5").root  # a local copy declares nothing; its boxes are xywh
+    with pytest.raises(ValueError, match=r"first \d+ boxes fit their images only as xywh: pass --bbox_format xywh"):
+        data.load_splits("detection", dataset_name=str(cppe5))
+    renamed = tmp_path / "renamed"  # detection-datasets/coco's xyxy boxes under a schema of no known dataset
+    renamed.mkdir()
+    for file in (fx.detection_datasets_coco(tmp_path / "coco").root / "data").iterdir():
+        table = datasets.Dataset.from_parquet(str(file)).rename_column("width", "w").rename_column("height", "h")
+        table.to_parquet(str(renamed / file.name))
+    with pytest.raises(ValueError, match=r"fit their images only as xyxy: pass --bbox_format xyxy"):
+        data.load_splits("detection", dataset_name=str(renamed))
+
+
+def test_a_dataset_that_cannot_be_trained_as_it_is_names_an_alternative():
+    with pytest.raises(ValueError, match=r"1aurent/ADE20K cannot be trained as it is.*--dataset_name scene_parse_150"):
+        data.load_splits("segmentation", dataset_name="1aurent/ADE20K")
