@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from test_pipeline import collate as pipeline_collate
 from test_pipeline import image_dataset
 from test_pipeline import item as pipeline_item
-from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
+from test_training import QUICK, TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
 
 from pvt_hf import PvtForImageClassification, data, training
 from pvt_hf.transforms import classification_eval_processor
@@ -196,15 +196,38 @@ SHORT_RUN = ["--max_train_steps", "8", "--checkpointing_steps", "3", "--per_devi
 SHORT_RUN += ["--max_train_samples", "64", "--max_eval_samples", "16", "--num_warmup_steps", "2"]
 
 
+def test_a_first_sigint_asks_to_stop_and_a_second_interrupts():
+    preemption = training.Preemption()
+    preemption.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert preemption.received == "SIGINT"  # recorded, nothing raised: the step goes on
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        preemption.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def wait_for_checkpoint(process, folder: Path) -> None:
+    deadline = time.time() + 300
+    while not (folder / training.STATE_FILE).exists():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read().decode()[-3000:]
+        time.sleep(0.02)
+
+
+def assert_same_weights(folder: Path, reference: Path) -> None:
+    resumed, uninterrupted = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_latest_resumes_exactly(tmp_path):
     reference, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
     run_script(CLASSIFICATION, reference, *SHORT_RUN)
     process = run_script(CLASSIFICATION, stopped, *SHORT_RUN, wait=False)
-    deadline = time.time() + 300
-    while not (stopped / "checkpoint-3" / training.STATE_FILE).exists():
-        assert process.poll() is None and time.time() < deadline, process.stderr.read().decode()[-3000:]
-        time.sleep(0.02)
+    wait_for_checkpoint(process, stopped / "checkpoint-3")
     process.send_signal(signal.SIGTERM)
     stderr = process.stderr.read().decode()
     assert process.wait() != 0 and not (stopped / "model.safetensors").exists()
@@ -212,9 +235,7 @@ def test_sigterm_checkpoints_the_current_step_and_latest_resumes_exactly(tmp_pat
     assert 3 <= step < 8 and f"SIGTERM received: stopped after training step {step}" in stderr
     assert "--resume_from_checkpoint latest" in stderr
     run_script(CLASSIFICATION, stopped, *SHORT_RUN, "--resume_from_checkpoint", "latest")
-    resumed, uninterrupted = load_file(stopped / "model.safetensors"), load_file(reference / "model.safetensors")
-    for name, tensor in uninterrupted.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(stopped, reference)
 
 
 # ------------------------------------------------------------------------------------ uneven processes (DDP)
@@ -225,14 +246,12 @@ def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(t
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
     command += [str(ROOT / "tests" / "helpers" / "uneven_shards.py"), str(tmp_path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        command, env={**env, "ACCELERATE_USE_CPU": "true"}, stderr=subprocess.PIPE, start_new_session=True
-    )
+    process = subprocess.Popen(command, env={**env, "ACCELERATE_USE_CPU": "true"}, stderr=subprocess.PIPE)
     try:
         _, stderr = process.communicate(timeout=180)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers
-        process.communicate()
+        process.terminate()  # torchrun ends its workers (they run in sessions of their own)
+        process.communicate(timeout=60)
         pytest.fail("the two processes waited on each other")
     assert process.returncode == 0, stderr.decode()[-4000:]
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
@@ -272,6 +291,21 @@ def test_a_resumed_stream_sees_exactly_the_epochs_samples_with_the_default_shuff
     resumed = streamed_loader(stream, workers)
     resumed.load_state_dict(torch.load(tmp_path / "loader.pt", weights_only=False))
     assert before + labels_of(resumed) == uninterrupted  # no sample lost or repeated, in the same order
+
+
+@pytest.mark.slow
+def test_a_streamed_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
+    """The embedded digits streamed with the default shuffle buffer, 2 workers: SIGKILL after a checkpoint, resume."""
+    streamed = [*QUICK, "--streaming"]
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    run_script(CLASSIFICATION, reference, *streamed)
+    process = run_script(CLASSIFICATION, killed, *streamed, wait=False)
+    wait_for_checkpoint(process, killed / "checkpoint-12")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()
+    run_script(CLASSIFICATION, killed, *streamed, "--resume_from_checkpoint", "latest")
+    assert_same_weights(killed, reference)  # the same samples in the same order, hence the same weights
 
 
 # ------------------------------------------------------------------------------------------ real-data corners
