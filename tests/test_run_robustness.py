@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from test_pipeline import collate as pipeline_collate
 from test_pipeline import image_dataset
 from test_pipeline import item as pipeline_item
-from test_training import QUICK, TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
+from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
 
 from pvt_hf import PvtForImageClassification, data, training
 from pvt_hf.transforms import classification_eval_processor
@@ -296,11 +296,11 @@ def test_a_resumed_stream_sees_exactly_the_epochs_samples_with_the_default_shuff
 @pytest.mark.slow
 def test_a_streamed_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
     """The embedded digits streamed with the default shuffle buffer, 2 workers: SIGKILL after a checkpoint, resume."""
-    streamed = [*QUICK, "--streaming"]
+    streamed = [*SHORT_RUN, "--dataloader_num_workers", "2", "--streaming"]
     reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     run_script(CLASSIFICATION, reference, *streamed)
     process = run_script(CLASSIFICATION, killed, *streamed, wait=False)
-    wait_for_checkpoint(process, killed / "checkpoint-12")
+    wait_for_checkpoint(process, killed / "checkpoint-3")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "model.safetensors").exists()
