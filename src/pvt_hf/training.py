@@ -381,14 +381,16 @@ class Progress:
     def epochs(self, model):
         """The epochs to run (from the resumed one), with `model` in training mode."""
         self.model = model
-        while not self.done:
-            model.train()
-            yield self.epoch
-            self.epoch, self.epoch_step = self.epoch + 1, 0
-            if checkpoint_due(self.args, self.step, end_of_epoch=True):
-                self._save()
+        try:
+            while not self.done:
+                model.train()
+                yield self.epoch
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                if checkpoint_due(self.args, self.step, end_of_epoch=True):
+                    self._save()
+        finally:  # also when the loop raises (once this generator is closed)
+            self.preemption.restore()
         self.bar.close()
-        self.preemption.restore()
 
     def batches(self, loader):
         """`loader`'s batches (resumed at the saved position in the resumed epoch), the corrupt-sample counts taken
