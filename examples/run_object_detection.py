@@ -134,19 +134,22 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_object_detection")
     for epoch in progress.epochs(model):
         for batch in progress.batches(
-            training.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)
+            training.train_loader(
+                train_set, args, epoch, TASK, transform, Collate(processor), world, len(splits.id2label)
+            )
         ):
             labels = [{k: v.to(accelerator.device) for k, v in target.items()} for target in batch["labels"]]
             with accelerator.accumulate(model):
                 pixels, mask = batch["pixel_values"].to(accelerator.device), batch["pixel_mask"].to(accelerator.device)
                 loss = model(pixel_values=pixels, pixel_mask=mask, labels=labels).loss
-                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm, progress.guard)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor, args)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

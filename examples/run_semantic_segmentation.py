@@ -200,7 +200,7 @@ def main(argv=None):
             one_image = training.batch_norm_on_running_stats_for_one_sample(model, len(batch["pixel_values"]))
             with accelerator.accumulate(model), one_image:
                 loss = loss_of(model, batch, accelerator.device)
-                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm, progress.guard)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -209,6 +209,7 @@ def main(argv=None):
         accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with
     )
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

@@ -413,7 +413,7 @@ def make_checkpoint(folder):
 def test_resuming_from_a_damaged_checkpoint_names_what_is_wrong(tmp_path, damage, error):
     checkpoint = make_checkpoint(tmp_path / "checkpoint-3")
     damage(checkpoint)
-    accelerator = argparse.Namespace(process_index=0)
+    accelerator = argparse.Namespace(process_index=0, num_processes=1)
     for target in ("latest", str(checkpoint)):
         args = argparse.Namespace(resume_from_checkpoint=target, output_dir=str(tmp_path))
         with pytest.raises((FileNotFoundError, ValueError), match=re.escape(error)):

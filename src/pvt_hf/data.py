@@ -27,7 +27,8 @@ Sources (`load_splits`: `dataset_name`, else `train_dir` [+ `validation_dir`], e
                   parquet / webdataset tars / images with datasets' split naming (`data/train-00000-of-00002.parquet`,
                   `imagenet1k-validation-0000.tar`, `data/val-*.parquet` -> split "val"), README configs; a copy of a
                   parquet export (`<config>/<split>/0000.parquet`, `partial-<split>`) picks its config folder.
-  *.parquet       a file or a glob: one "train" split (evaluate with `train_val_split` or `validation_dir`).
+  *.parquet       a file or a glob: the splits its file names carry (`train-*.parquet`, `validation-*.parquet`, by
+                  datasets' rule), else one "train" split (evaluate with `train_val_split` or `validation_dir`).
   image folder    (classification) `<root>/<split>/<class>/*.png|jpg` (or `<root>/<class>/*`: one "train" split).
   COCO folder     (detection) `<root>/annotations/instances_<split>.json` or `<root>/<split>.json`; images in
                   `<root>/<split>/`, `<root>/images/<split>/`, `<root>/images/` or `<root>/` (`file_name` relative to
@@ -37,7 +38,8 @@ Sources (`load_splits`: `dataset_name`, else `train_dir` [+ `validation_dir`], e
                   names of `objectInfo150.txt`.
   Columns: `image`/`label` (also webdataset's `jpg`/`cls`), `objects.{bbox,category,area,iscrowd}` + `image_id`,
   `image`/`annotation` (also sidewalk's `pixel_values`/`label`); override with `columns=`. Detection boxes are in the
-  declared `bbox_format` (or what a known card documents), checked on the first rows; never guessed from a name.
+  declared `bbox_format` (or what a known card documents, by Hub id or by its exact schema in a downloaded copy),
+  checked on the first rows; never guessed: undeclared, the error says which reading the first boxes fit.
   Split names "train"/"validation"/"test" also find "training"/"train2017", "val"/"valid"/"val2017", "testing".
 
 Label names (`id2label`) are indexed as the model's: for segmentation that is after reduce-labels (annotation value
@@ -77,6 +79,8 @@ from PIL import ImageDraw
 
 from .configuration_pvt import imagenet_1k_labels
 from .configuration_pvt_heads import ade20k_labels, coco_labels
+from .label_range import LabelOutOfRangeError, check_label_range
+from .source_hints import documented_by_schema, refuse_untrainable, splits_from_file_names, undeclared_box_format
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +197,7 @@ def load_splits(
     del trust_remote_code
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    refuse_untrainable(dataset_name)
     if train_val_split is not None and not 0 < train_val_split < 1:
         raise ValueError(f"train_val_split must be a fraction in (0, 1), got {train_val_split}")
     if dataset_name is not None and train_dir is not None:
@@ -230,12 +235,11 @@ def load_splits(
             )
 
     documented = _DOCUMENTED.get(source.hub_id or "", {})
+    if task == "detection" and not (bbox_format or documented or source.bbox_format):  # e.g. a downloaded copy
+        documented = documented_by_schema(source.raw(train_name, streaming=True).features)
     fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
     if task == "detection" and fmt is None:
-        raise ValueError(
-            f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
-            "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)"
-        )
+        raise undeclared_box_format(source.name, _first_boxes(source, train_name, columns))
     train = source.dataset(task, train_name, streaming, columns, fmt)
     evaluation = eval_source.dataset(task, eval_name, streaming, columns, fmt)
     found = source.id2label or _id2label_of(task, train)  # the data's own names
@@ -473,7 +477,8 @@ def _open_source(task: str, source, config: str | None, cache_dir: str | None, d
         kind = "parquet" if all(f.endswith(".parquet") for f in files) else None
         if kind is None:
             raise ValueError(f"{source}: a file source must be parquet (or a folder / Hub id)")
-        builder = datasets.load_dataset_builder("parquet", data_files={"train": files}, cache_dir=cache_dir)
+        splits = splits_from_file_names(files) or {"train": files}  # train-*.parquet, validation-*.parquet
+        builder = datasets.load_dataset_builder("parquet", data_files=splits, cache_dir=cache_dir)
         return _BuilderSource(builder, source)
     return _hub_like(source, config, cache_dir, data_dir, hub_id=source.strip("/"), root=None)
 
@@ -645,6 +650,21 @@ def _check_boxes(source, task, split, columns, fmt, rows: int = 16) -> None:
                     f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
                     "image: declare the right --bbox_format (xyxy or xywh)"
                 )
+
+
+def _first_boxes(source, split, columns, rows: int = 16) -> list:
+    """(box, (image width, height)) of the first `rows` examples of a builder source, for the format diagnosis."""
+    cols = _columns("detection", None, columns)
+    raw = source.raw(split, streaming=True).cast_column(cols["image"], Image(decode=False))
+    found = []
+    for example in itertools.islice(raw, rows):
+        try:
+            size = (example.get("width"), example.get("height"))
+            size = size if all(size) else _image_size(example[cols["image"]])
+            found += [([float(v) for v in box], size) for box in _raw_boxes(example, cols) if len(box or ()) == 4]
+        except Exception:  # noqa: BLE001, S112 - an unreadable row tells nothing about the format
+            continue
+    return found
 
 
 def _raw_boxes(example, cols):
@@ -938,10 +958,19 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
     every sample's augmentation is the same whatever the worker count, process count or resumption. Errors of the
     underlying iterator itself (I/O of a stream) still propagate."""
 
-    def __init__(self, examples, task: str, max_warnings: int = 10, transform=None, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        examples,
+        task: str,
+        max_warnings: int = 10,
+        transform=None,
+        seed: int = 0,
+        epoch: int = 0,
+        num_labels=None,
+    ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        self.examples, self.task, self.max_warnings = examples, task, max_warnings
+        self.examples, self.task, self.max_warnings, self.num_labels = examples, task, max_warnings, num_labels
         self.transform, self.seed, self.epoch = transform, seed, epoch
         self.skipped = 0
 
@@ -950,13 +979,18 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
         for index, example in enumerate(self.examples):
             try:
                 item = decode_example(example, self.task)
+                if self.num_labels:
+                    check_label_range(item, self.task, self.num_labels, _where(example))
                 if self.transform is not None:
                     item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
+            except LabelOutOfRangeError:  # the label set is wrong, not the sample: stop
+                raise
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
                 self._skip(index, example, error)
                 continue
             if self.transform is not None:
                 item["skipped"], pending = self.skipped - pending, self.skipped
+                item["sample"] = _sample_key(example)  # named by an error about its batch (pvt_hf.nonfinite)
             yield item
         if self.transform is not None and self.skipped > pending:
             yield {"skipped": self.skipped - pending}
@@ -990,11 +1024,13 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
 
 
 def collate_skipping(items: list[dict], collate) -> dict:
-    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item. A batch
-    whose items were all count-only is `{"skipped": n}` alone (the loop takes no step on it)."""
+    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item, and
+    `batch["samples"]`, the good items' sample keys (files, else checksums or image ids). A batch
+    whose items were all count-only holds only those two (the loop takes no step on it)."""
     skipped = sum(item.pop("skipped", 0) for item in items)
+    samples = [item.pop("sample") for item in items if "sample" in item]
     good = [item for item in items if item]
-    return {**(collate(good) if good else {}), "skipped": skipped}
+    return {**(collate(good) if good else {}), "skipped": skipped, "samples": samples}
 
 
 def _sample_key(example) -> str:

@@ -16,9 +16,16 @@ from types import SimpleNamespace
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from datasets import IterableDataset
 from transformers import AutoConfig, get_scheduler
 
+from . import lockstep
+from .atomic_output import OutputWriteError, staged_folder, write_failure
 from .configuration_pvt import label_fields
+from .nonfinite import NonFiniteGuard, check_finite_weights
+from .preemption import Preemption, resume_hint
+from .replay_resume import exactly_resumable
+from .run_layout import check_same_layout, run_layout
 
 logger = get_logger(__name__)
 
@@ -111,8 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "--shuffle_buffer_size",
         type=int,
         default=1000,
-        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, "
-        "which makes resumption exact for streams too",
+        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only. "
+        "Resumption is exact either way (a resumed stream re-reads the consumed part of its epoch)",
     )
     group.add_argument(
         "--dataloader_num_workers",
@@ -153,6 +160,12 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
     group.add_argument("--seed", type=int, default=42, help="seeds the model, the data order and the augmentation")
+    group.add_argument(
+        "--skip_nonfinite_steps",
+        action="store_true",
+        help="skip an optimizer step whose loss or gradients are NaN / inf (counted in all_results.json) instead of "
+        "stopping with an error naming the step and its samples",
+    )
     group = parser.add_argument_group("run management")
     group.add_argument("--output_dir", help="where checkpoints and the final folder are written")
     group.add_argument(
@@ -252,9 +265,10 @@ def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamesp
     )
 
 
-def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int):
+def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int, num_labels=None):
     """This epoch's loader of this process's shard: shuffled with seed + epoch, decoded, validated and augmented in
-    `--dataloader_num_workers` workers (corrupt samples skipped and counted), collated with `collate`.
+    `--dataloader_num_workers` workers (corrupt samples skipped and counted; a label outside `num_labels` classes
+    stops the run), collated with `collate`.
 
     torchdata's `StatefulDataLoader`: its `state_dict` (the stream's position per worker) is saved with each
     checkpoint, so a resumed run seeks to where it stopped instead of reading the consumed batches again."""
@@ -270,7 +284,8 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
         limit,
         num_shards=max(1, args.dataloader_num_workers) * 8,
     )
-    examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch)
+    stream = exactly_resumable(stream, isinstance(train_set, IterableDataset) and args.shuffle_buffer_size > 1)
+    examples = data.SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch, num_labels=num_labels)
     with warnings.catch_warnings():
         # torchdata 0.11's constructor calls a torch API that torch 2.13 deprecates (once per loader, i.e. per epoch):
         # not the user's concern; silenced here only
@@ -351,7 +366,10 @@ class Progress:
         resumed = resumed or {}
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
-        self.loader = None
+        self.loader = self.model = None
+        self.guard = NonFiniteGuard(accelerator, args.skip_nonfinite_steps)  # passed to backward_step
+        self.preemption = Preemption()
+        self.preemption.install()
         self.bar = tqdm(
             total=plan.total_steps, initial=self.step, disable=not accelerator.is_local_main_process, desc="train"
         )
@@ -362,29 +380,39 @@ class Progress:
 
     def epochs(self, model):
         """The epochs to run (from the resumed one), with `model` in training mode."""
-        while not self.done:
-            model.train()
-            yield self.epoch
-            self.epoch, self.epoch_step = self.epoch + 1, 0
-            if checkpoint_due(self.args, self.step, end_of_epoch=True):
-                self._save()
+        self.model = model
+        try:
+            while not self.done:
+                model.train()
+                yield self.epoch
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                if checkpoint_due(self.args, self.step, end_of_epoch=True):
+                    self._save()
+        finally:  # also when the loop raises (once this generator is closed)
+            self.preemption.restore()
         self.bar.close()
 
     def batches(self, loader):
         """`loader`'s batches (resumed at the saved position in the resumed epoch), the corrupt-sample counts taken
-        out; it ends with the epoch (`plan.steps_per_epoch`, the same on every process) or the run."""
+        out; it ends with the epoch (`plan.steps_per_epoch`, the same on every process), the run, or when any
+        process has no batch left (`pvt_hf.lockstep`: no process waits for another forever)."""
         self.loader, step_before, resumed = loader, self.step, self.resumed and self.resumed["epoch"] == self.epoch
         if resumed and self.resumed.get("loader") is not None:
             loader.load_state_dict(self.resumed["loader"])
+        for batch in lockstep.in_lockstep(self.accelerator, self._own_batches(loader)):
+            self.guard.add_batch(batch.pop("samples"), self.step + 1)
+            yield batch
+        if not resumed:
+            check_progress(step_before, self.step, self.skipped, self.epoch)
+
+    def _own_batches(self, loader):
         per_epoch = self.plan.steps_per_epoch
         for batch in loader:
             if self.done or (per_epoch and self.epoch_step >= per_epoch):  # also a resumed, already full epoch
-                break
+                return
             self.skipped += batch.pop("skipped")
-            if batch:
+            if len(batch) > 1:  # more than its "samples"
                 yield batch
-        if not resumed:
-            check_progress(step_before, self.step, self.skipped, self.epoch)
 
     def after_batch(self, loss: torch.Tensor, scheduler) -> None:
         """After each batch's optimizer call: on an optimizer step, advance the schedule, log, checkpoint."""
@@ -400,11 +428,26 @@ class Progress:
                 self.accelerator.log(
                     {"train_loss": last_loss, "learning_rate": lr, "epoch": self.epoch}, step=self.step
                 )
-        if checkpoint_due(self.args, self.step, end_of_epoch=False):
+        saved = checkpoint_due(self.args, self.step, end_of_epoch=False)
+        if saved:
             self._save(self.loader)
+        if lockstep.any_process(self.accelerator, self.preemption.received is not None):
+            self._stop_preempted(saved)
+
+    def _stop_preempted(self, saved: bool):
+        """SIGTERM / SIGINT: this step's checkpoint, then exit non-zero saying how to resume."""
+        if not saved:
+            self._save(self.loader)
+        self.bar.close()
+        received = self.preemption.received or "a stop signal (on another process)"
+        raise SystemExit(
+            resume_hint(received, self.step, Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.step}")
+        )
 
     def _save(self, loader=None):
         state = {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "skipped": self.skipped}
+        state |= run_layout(self.accelerator.num_processes, self.args)
+        check_finite_weights(self.model, Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.step}")
         save_checkpoint(self.accelerator, self.args.output_dir, state, loader)
 
     def eval_batches(self, loader):
@@ -418,12 +461,16 @@ class Progress:
         return sum_over_processes(self.skipped)
 
 
-def backward_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
-    """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries)."""
+def backward_step(
+    accelerator: Accelerator, model, optimizer, loss: torch.Tensor, max_grad_norm: float | None, guard: NonFiniteGuard
+) -> None:
+    """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries) unless `guard`
+    (`Progress.guard`) finds the loss or gradients non-finite."""
     accelerator.backward(loss)
     if accelerator.sync_gradients and max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    if guard.allows_step(loss, model):
+        optimizer.step()
     optimizer.zero_grad()
 
 
@@ -561,17 +608,21 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, load
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    torch.save(
-        loader.state_dict() if loader is not None else None,
-        partial / LOADER_STATE_FILE.format(rank=accelerator.process_index),
-    )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps(state))
-        with open(partial / STATE_FILE, "rb") as f:  # flushed to disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(partial, final)
+    try:
+        accelerator.save_state(str(partial))
+        torch.save(
+            loader.state_dict() if loader is not None else None,
+            partial / LOADER_STATE_FILE.format(rank=accelerator.process_index),
+        )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps(state))
+            with open(partial / STATE_FILE, "rb") as f:  # flushed to disk before the rename makes it visible
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+    except Exception as error:  # disk full, no permission (torch and safetensors raise their own types)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutputWriteError(write_failure(partial, error)) from error
     accelerator.wait_for_everyone()
 
 
@@ -601,6 +652,7 @@ def resume(accelerator: Accelerator, args) -> dict | None:
     else:
         path = Path(args.resume_from_checkpoint)
     state = _read_state(path)
+    check_same_layout(state, accelerator.num_processes, args, path)
     rank = accelerator.process_index
     required = [STATE_FILE, f"random_states_{rank}.pkl", LOADER_STATE_FILE.format(rank=rank)]
     missing = [name for name in required if not (path / name).is_file()]
@@ -660,12 +712,14 @@ def save_outputs(accelerator: Accelerator, model, processor, args, metrics: dict
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
-        write_results(args.output_dir, metrics)
+        check_finite_weights(unwrapped, args.output_dir)
         from .hub import push_folder, training_card
 
-        Path(args.output_dir, "README.md").write_text(training_card(task, args, metrics))
+        with staged_folder(Path(args.output_dir)) as staging:  # all written, or the folder left as it was
+            unwrapped.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            write_results(staging, metrics)
+            Path(staging, "README.md").write_text(training_card(task, args, metrics))
         if args.push_to_hub:
             repo = args.hub_model_id or Path(args.output_dir).name
             push_folder(args.output_dir, repo, f"Fine-tuned {task} with pvt_hf", token=args.hub_token)
