@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MODULES", "module_path"]
+import evaluate
+
+__all__ = ["MODULES", "metric_info", "module_path"]
 
 MODULES = ("pvt_accuracy", "pvt_coco_detection", "pvt_mean_iou")
 
@@ -24,3 +26,8 @@ def module_path(name: str) -> str:
     if name not in MODULES:
         raise ValueError(f"unknown pvt_hf evaluate module {name!r}; one of {', '.join(MODULES)}")
     return str(Path(__file__).with_name("metric_modules") / f"{name}.py")
+
+
+def metric_info(module_doc: str, inputs: str, features) -> evaluate.MetricInfo:
+    """The modules' `_info`: their docstring, their inputs' description and their `datasets.Features`."""
+    return evaluate.MetricInfo(description=module_doc, citation="", inputs_description=inputs, features=features)

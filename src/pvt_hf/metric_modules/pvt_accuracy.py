@@ -10,6 +10,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from pvt_hf.evaluate_modules import metric_info
 from pvt_hf.metrics import ClassificationMetric
 
 _INPUTS = """
@@ -25,14 +26,12 @@ Example:
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(__doc__, _INPUTS)
 class PvtAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation="",
-            inputs_description=_INPUTS,
-            features=[
+        return metric_info(
+            __doc__,
+            _INPUTS,
+            [
                 datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
                 datasets.Features(
                     {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}

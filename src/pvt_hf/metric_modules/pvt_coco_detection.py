@@ -8,6 +8,7 @@ plus map_{name} / mar_100_{name} per ground-truth class when `id2label` is given
 import datasets
 import evaluate
 
+from pvt_hf.evaluate_modules import metric_info
 from pvt_hf.metrics import CocoDetectionMetric
 
 _BOXES = datasets.Sequence(datasets.Sequence(datasets.Value("float64"), length=4))
@@ -23,14 +24,12 @@ Returns:
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(__doc__, _INPUTS)
 class PvtCocoDetection(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
+        return metric_info(
+            __doc__,
+            _INPUTS,
+            datasets.Features(
                 {
                     "predictions": {
                         "boxes": _BOXES,

@@ -12,6 +12,7 @@ import evaluate
 import numpy as np
 import torch
 
+from pvt_hf.evaluate_modules import metric_info
 from pvt_hf.metrics import SegmentationMetric
 from pvt_hf.transforms import reduce_labels as reduce
 
@@ -27,14 +28,12 @@ Returns:
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(__doc__, _INPUTS)
 class PvtMeanIoU(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation="",
-            inputs_description=_INPUTS,
-            features=datasets.Features(
+        return metric_info(
+            __doc__,
+            _INPUTS,
+            datasets.Features(
                 {
                     "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
                     "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
