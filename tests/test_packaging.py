@@ -50,3 +50,33 @@ def test_wheel_from_a_clean_clone_carries_the_metadata_and_the_package_files(whe
     shipped = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src" / "pvt_hf").rglob("*") if p.is_file()}
     shipped = {n for n in shipped if "__pycache__" not in n}
     assert shipped <= names, f"missing from the wheel: {sorted(shipped - names)}"
+
+
+def test_mask2former_declares_scipy_and_the_cards_say_what_works():
+    import tomllib
+
+    from pvt_hf.hub import _card
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["mask2former"] == ["scipy"]
+    card = _card("t", "body", "image-segmentation", None, "AutoModelForUniversalSegmentation")
+    assert "scipy" in card and "can go" not in card and "trust_remote_code=True" in card
+
+
+MASK2FORMER_WITHOUT_SCIPY = """
+    import json, sys
+    sys.modules["scipy"] = None  # not installed, as transformers' availability check sees it
+    sys.path.insert(0, sys.argv[1])
+    from tiny_heads import mask2former_model
+    try:
+        mask2former_model()
+        print(json.dumps("built"))
+    except ImportError as error:
+        print(json.dumps(str(error)))
+"""
+
+
+@pytest.mark.slow
+def test_mask2former_without_scipy_names_the_package(fresh_python):
+    message = fresh_python(MASK2FORMER_WITHOUT_SCIPY, ROOT / "tests", with_pvt_hf=True)
+    assert "Mask2FormerLoss requires the scipy library" in message  # transformers' own error, at construction
