@@ -22,6 +22,7 @@ from accelerate.utils import gather_object, set_seed
 from transformers import AutoModelForImageClassification
 
 from pvt_hf import PRESETS, PvtConfig, data, training
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.metrics import ClassificationMetric, results_with_prefix
 from pvt_hf.transforms import (
     ClassificationTrainTransform,
@@ -70,6 +71,7 @@ def collate(items):
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)

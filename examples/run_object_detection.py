@@ -33,6 +33,7 @@ from pvt_hf import (
     data,
     training,
 )
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
@@ -102,6 +103,7 @@ class Collate:
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)

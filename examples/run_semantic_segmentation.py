@@ -48,6 +48,7 @@ from pvt_hf import (
     data,
     training,
 )
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
 from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
@@ -147,6 +148,7 @@ def mask2former_predict(model, processor, images, device) -> list[torch.Tensor]:
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)

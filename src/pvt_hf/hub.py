@@ -97,8 +97,11 @@ pipeline_tag: {pipeline_task}
 {code}
 ```
 
-With `import pvt_hf` the classes are registered with transformers and `trust_remote_code` can go; without pvt_hf
-installed, `trust_remote_code=True` runs the modeling code saved in this folder.
+Without pvt_hf installed, `trust_remote_code=True` runs the modeling code saved in this folder; with `import pvt_hf`,
+pvt_hf's registered classes serve either way. Keep the argument after `import pvt_hf` too: the Auto classes load
+without it, but `pipeline()` then asks interactively whether to trust remote code (transformers probes the folder for a
+video processor named after its remote image processor). Needs torch and transformers 5.x; Mask2Former folders also
+scipy (transformers builds Mask2Former's matching loss with the model: `pip install scipy`).
 """
 
 
