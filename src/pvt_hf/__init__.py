@@ -11,6 +11,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
     AutoModelForUniversalSegmentation,
@@ -18,6 +19,7 @@ from transformers import (
 from transformers.utils import logging
 
 from .configuration_pvt import PRESETS, PvtConfig, imagenet_1k_labels
+from .configuration_pvt_detectors import DETECTOR_PRESETS, PvtMaskRCNNConfig, PvtRetinaNetConfig
 from .configuration_pvt_heads import (
     DETECTION_PRESETS,
     SEGMENTATION_PRESETS,
@@ -30,8 +32,14 @@ from .configuration_pvt_heads import (
 from .configuration_pvt_mask2former import MASK2FORMER_PRESETS, PvtMask2FormerConfig
 from .flops import count_macs
 from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from .image_processing_pvt_detectors import PvtDetectorImageProcessor
 from .image_processing_pvt_mask2former import PvtMask2FormerImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
+from .modeling_pvt_detectors import (
+    PvtDetectionOutput,
+    PvtMaskRCNNForInstanceSegmentation,
+    PvtRetinaNetForObjectDetection,
+)
 from .modeling_pvt_heads import PvtDeformableDetrForObjectDetection, PvtForObjectDetection, PvtForSemanticSegmentation
 from .modeling_pvt_mask2former import PvtMask2FormerForUniversalSegmentation
 from .visualization import draw_detections, draw_segmentation
@@ -51,10 +59,15 @@ _MODELS = [
     ),
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
     (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
+    (PvtRetinaNetConfig, AutoModelForObjectDetection, PvtRetinaNetForObjectDetection, PvtDetectorImageProcessor),
     # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
     *(
         (PvtMask2FormerConfig, auto, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor)
         for auto in (AutoModelForImageSegmentation, AutoModelForUniversalSegmentation)
+    ),
+    *(
+        (PvtMaskRCNNConfig, auto, PvtMaskRCNNForInstanceSegmentation, PvtDetectorImageProcessor)
+        for auto in (AutoModelForImageSegmentation, AutoModelForInstanceSegmentation)
     ),
 ]
 
@@ -83,6 +96,7 @@ _register_with_auto_classes()
 
 __all__ = [
     "DETECTION_PRESETS",
+    "DETECTOR_PRESETS",
     "MASK2FORMER_PRESETS",
     "PRESETS",
     "SEGMENTATION_PRESETS",
@@ -90,6 +104,8 @@ __all__ = [
     "PvtConfig",
     "PvtDeformableDetrConfig",
     "PvtDeformableDetrForObjectDetection",
+    "PvtDetectionOutput",
+    "PvtDetectorImageProcessor",
     "PvtDetrConfig",
     "PvtDetrImageProcessor",
     "PvtForImageClassification",
@@ -99,8 +115,12 @@ __all__ = [
     "PvtMask2FormerConfig",
     "PvtMask2FormerForUniversalSegmentation",
     "PvtMask2FormerImageProcessor",
+    "PvtMaskRCNNConfig",
+    "PvtMaskRCNNForInstanceSegmentation",
     "PvtModel",
     "PvtPreTrainedModel",
+    "PvtRetinaNetConfig",
+    "PvtRetinaNetForObjectDetection",
     "PvtSegmentationConfig",
     "PvtSegmentationImageProcessor",
     "ade20k_labels",
