@@ -101,74 +101,62 @@ def test_official_checkpoint_layout_converts_strictly(task, layout, backbone):
     assert config.to_diff_dict() == preset.to_diff_dict()
 
 
-def synthetic_checkpoint(task: str, family: str):
-    """A tiny model's backbone in the official mmdetection layout beside random mmdetection heads; returns the
-    checkpoint, the reference heads, the backbone and the config."""
+def converted_with_reference(task: str, family: str):
+    """A tiny model's backbone in the official mmdetection layout beside random mmdetection heads, converted
+    strictly; returns the converted model, the reference heads and the FPN levels of both on one input."""
     torch.manual_seed(0)
-    model = tiny_detector(task, family)
-    backbone = model.backbone
+    config_model = tiny_detector(task, family)
+    backbone = config_model.backbone.eval()
     heads = reference_heads(task, backbone.channels, 16, 3)
     for p in heads.parameters():
         torch.nn.init.normal_(p, 0.0, 0.1)
     checkpoint = {f"backbone.{k}": v for k, v in pvt_hf_to_official(backbone.state_dict()).items()}
-    return checkpoint | heads.state_dict(), heads, backbone, model.config
+    state_dict, config, report = convert_detector(
+        checkpoint | heads.state_dict(), "official", task, config=config_model.config
+    )
+    assert not report.unused_keys, report.summary()
+    model = type(config_model)(config).eval()
+    model.load_state_dict(state_dict)
+    pixels = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        theirs = heads["neck"](list(backbone(pixels).feature_maps))
+        ours = model.fpn_features(pixels)
+    for a, b in zip(ours.values(), theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    return model, heads, ours, theirs
 
 
+@torch.no_grad()
 def test_converted_retinanet_matches_mmdetection():
-    checkpoint, heads, backbone, config = synthetic_checkpoint("retinanet", "v1")
-    state_dict, config, report = convert_detector(checkpoint, "official", "retinanet", config=config)
-    assert not report.unused_keys, report.summary()
-    model = PvtRetinaNetForObjectDetection(config).eval()
-    model.load_state_dict(state_dict)
-    pixels = torch.randn(1, 3, 96, 128)
-    with torch.no_grad():
-        stages = backbone.eval()(pixels).feature_maps
-        theirs = heads["neck"](list(stages))
-        ours = list(model.fpn_features(pixels).values())
-        for a, b in zip(ours, theirs, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        scores, deltas = heads["bbox_head"](theirs)
-        outputs = model.head_outputs(ours)
-        for level, (score, delta) in enumerate(zip(scores, deltas, strict=True)):  # (N, A*K, H, W) -> (N, HWA, K)
-            torch.testing.assert_close(outputs["cls_logits"][level], score.permute(0, 2, 3, 1).reshape(1, -1, 3))
-            torch.testing.assert_close(outputs["bbox_regression"][level], delta.permute(0, 2, 3, 1).reshape(1, -1, 4))
-        # anchors: the same order and values as mmdetection's AnchorGenerator
-        anchors = model.retinanet.anchor_generator(model_images(pixels), ours)[0]
-        expected = [
-            mm.anchors(s, mm.octave_scales(), [0.5, 1.0, 2.0], f.shape[-2:], s)
-            for s, f in zip([8, 16, 32, 64, 128], ours, strict=True)
-        ]
-        torch.testing.assert_close(anchors, torch.cat(expected))
+    model, heads, features, theirs = converted_with_reference("retinanet", "v1")
+    ours = list(features.values())
+    scores, deltas = heads["bbox_head"](theirs)
+    outputs = model.head_outputs(ours)
+    for level, (score, delta) in enumerate(zip(scores, deltas, strict=True)):  # (N, A*K, H, W) -> (N, HWA, K)
+        torch.testing.assert_close(outputs["cls_logits"][level], score.permute(0, 2, 3, 1).reshape(1, -1, 3))
+        torch.testing.assert_close(outputs["bbox_regression"][level], delta.permute(0, 2, 3, 1).reshape(1, -1, 4))
+    # anchors: the same order and values as mmdetection's AnchorGenerator (torchvision's would be rounded)
+    anchors = model.retinanet.anchor_generator(ImageList(torch.empty(1, 3, 96, 128), [(96, 128)]), ours)[0]
+    expected = [
+        mm.anchors(s, mm.octave_scales(), [0.5, 1.0, 2.0], f.shape[-2:], s)
+        for s, f in zip([8, 16, 32, 64, 128], ours, strict=True)
+    ]
+    torch.testing.assert_close(anchors, torch.cat(expected))
 
 
-def model_images(pixels):
-    return ImageList(pixels, [tuple(pixels.shape[-2:])] * len(pixels))
-
-
+@torch.no_grad()
 def test_converted_mask_rcnn_matches_mmdetection():
-    checkpoint, heads, backbone, config = synthetic_checkpoint("mask-rcnn", "v2")
-    state_dict, config, report = convert_detector(checkpoint, "official", "mask-rcnn", config=config)
-    assert not report.unused_keys, report.summary()
-    model = PvtMaskRCNNForInstanceSegmentation(config).eval()
-    model.load_state_dict(state_dict)
-    pixels = torch.randn(1, 3, 96, 128)
+    model, heads, features, theirs = converted_with_reference("mask-rcnn", "v2")
     boxes = torch.tensor([[4.0, 6.0, 40.0, 30.0], [10.0, 12.0, 120.0, 90.0], [50.0, 20.0, 70.0, 60.0]])
-    with torch.no_grad():
-        theirs = heads["neck"](list(backbone.eval()(pixels).feature_maps))
-        features = model.fpn_features(pixels)
-        for a, b in zip(features.values(), theirs, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        for a, b in zip(model.rpn.head(list(features.values())), heads["rpn_head"](theirs), strict=True):
-            for ours, ref in zip(a, b, strict=True):  # objectness (N, A, H, W) and deltas (N, A*4, H, W) per level
-                torch.testing.assert_close(ours, ref)
-        rois = torch.cat([torch.zeros(3, 1), boxes], dim=1)
-        roi_heads, size = model.roi_heads, [(96, 128)]
-        logits, deltas = roi_heads.box_predictor(roi_heads.box_head(roi_heads.box_roi_pool(features, [boxes], size)))
-        cls_score, bbox_pred = heads["roi_head"]["bbox_head"](
-            mm.single_roi_extractor(theirs[:4], rois, 7, [4, 8, 16, 32])
-        )
-        torch.testing.assert_close(logits[:, [1, 2, 3, 0]], cls_score)  # background first -> last
-        torch.testing.assert_close(deltas[:, 4:], bbox_pred)
-        masks = roi_heads.mask_predictor(roi_heads.mask_head(roi_heads.mask_roi_pool(features, [boxes], size)))
-        ref_masks = heads["roi_head"]["mask_head"](mm.single_roi_extractor(theirs[:4], rois, 14, [4, 8, 16, 32]))
-        torch.testing.assert_close(masks[:, 1:], ref_masks)
+    for a, b in zip(model.rpn.head(list(features.values())), heads["rpn_head"](theirs), strict=True):
+        for ours, ref in zip(a, b, strict=True):  # objectness (N, A, H, W) and deltas (N, A*4, H, W) per level
+            torch.testing.assert_close(ours, ref)
+    rois = torch.cat([torch.zeros(3, 1), boxes], dim=1)
+    roi_heads, size = model.roi_heads, [(96, 128)]
+    logits, deltas = roi_heads.box_predictor(roi_heads.box_head(roi_heads.box_roi_pool(features, [boxes], size)))
+    cls_score, bbox_pred = heads["roi_head"]["bbox_head"](mm.single_roi_extractor(theirs[:4], rois, 7, [4, 8, 16, 32]))
+    torch.testing.assert_close(logits[:, [1, 2, 3, 0]], cls_score)  # background first -> last
+    torch.testing.assert_close(deltas[:, 4:], bbox_pred)
+    masks = roi_heads.mask_predictor(roi_heads.mask_head(roi_heads.mask_roi_pool(features, [boxes], size)))
+    ref_masks = heads["roi_head"]["mask_head"](mm.single_roi_extractor(theirs[:4], rois, 14, [4, 8, 16, 32]))
+    torch.testing.assert_close(masks[:, 1:], ref_masks)
