@@ -4,17 +4,22 @@ raw outputs against mmdetection's neck and heads written from its source), train
 from pathlib import Path
 
 import mmdet_reference as mm
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from PIL import Image
 from test_official_keys import LAYOUTS, meta_tensors, official_keys, shapes_of
 from torchvision.models.detection.image_list import ImageList
+from transformers import AutoModelForInstanceSegmentation, AutoModelForObjectDetection, pipeline
 
 from pvt_hf import (
+    PvtDetectorImageProcessor,
     PvtMaskRCNNConfig,
     PvtMaskRCNNForInstanceSegmentation,
     PvtRetinaNetConfig,
     PvtRetinaNetForObjectDetection,
+    draw_detections,
 )
 from pvt_hf.conversion import pvt_hf_to_official
 from pvt_hf.conversion_detectors import convert_detector
@@ -160,3 +165,122 @@ def test_converted_mask_rcnn_matches_mmdetection():
     masks = roi_heads.mask_predictor(roi_heads.mask_head(roi_heads.mask_roi_pool(features, [boxes], size)))
     ref_masks = heads["roi_head"]["mask_head"](mm.single_roi_extractor(theirs[:4], rois, 14, [4, 8, 16, 32]))
     torch.testing.assert_close(masks[:, 1:], ref_masks)
+
+
+def image_and_targets():
+    """Two images with COCO-style objects (boxes and polygon masks) through the processor: the model's targets."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((60, 80), (70, 50))]
+    annotations = [
+        {
+            "image_id": i,
+            "annotations": [
+                {
+                    "bbox": [5, 8, 30, 20],
+                    "category_id": 1,
+                    "area": 600,
+                    "iscrowd": 0,
+                    "segmentation": [[5, 8, 35, 8, 35, 28, 5, 28]],
+                },
+                {
+                    "bbox": [20, 25, 20, 30],
+                    "category_id": 2,
+                    "area": 600,
+                    "iscrowd": 0,
+                    "segmentation": [[20, 25, 40, 25, 40, 55, 20, 55]],
+                },
+            ],
+        }
+        for i in range(2)
+    ]
+    return images, annotations
+
+
+def small_processor():
+    return PvtDetectorImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+
+
+@pytest.mark.parametrize("task", list(MODELS))
+def test_detectors_train_infer_and_reload(task, tmp_path):
+    """Losses from processor targets (with masks for Mask R-CNN) backpropagate into every head and the backbone;
+    inference gives detections inside the images; a saved folder reloads through the Auto class bit-identically."""
+    torch.manual_seed(0)
+    model = tiny_detector(task, score_threshold=0.0)
+    images, annotations = image_and_targets()
+    inputs = small_processor()(
+        images, annotations=annotations, return_segmentation_masks=task == "mask-rcnn", return_tensors="pt"
+    )
+    model.train()
+    output = model(inputs["pixel_values"], pixel_mask=inputs["pixel_mask"], labels=inputs["labels"])
+    assert output.loss.isfinite() and len(output.loss_dict) == (2 if task == "retinanet" else 5)
+    output.loss.backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if not name.endswith("cls_token"))
+    model.eval()
+    with torch.no_grad():
+        output = model(inputs["pixel_values"], pixel_mask=inputs["pixel_mask"])
+    for boxes, size in zip(output.boxes, output.image_sizes.tolist(), strict=True):
+        assert len(boxes) and (boxes[:, 2] <= size[1]).all() and (boxes[:, 3] <= size[0]).all()
+    assert all(0 <= int(labels.min()) and int(labels.max()) < 3 for labels in output.labels)
+    model.save_pretrained(tmp_path)
+    auto = AutoModelForObjectDetection if task == "retinanet" else AutoModelForInstanceSegmentation
+    loaded = auto.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    with torch.no_grad():
+        again = loaded(inputs["pixel_values"], pixel_mask=inputs["pixel_mask"])
+    assert all(torch.equal(a, b) for a, b in zip(output.scores, again.scores, strict=True))
+
+
+def test_bad_targets_are_refused():
+    model = tiny_detector("mask-rcnn").train()
+    pixels = torch.randn(1, 3, 64, 64)
+    target = {"class_labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+    with pytest.raises(ValueError, match="outside"):
+        model(pixels, labels=[{**target, "masks": torch.ones(1, 64, 64)}])
+    with pytest.raises(ValueError, match="masks"):
+        model(pixels, labels=[{**target, "class_labels": torch.tensor([1])}])
+
+
+DETECT = """
+    import json, sys
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+    task = sys.argv[1]
+    run = pipeline(task, model=sys.argv[2], trust_remote_code=True)
+    found = run(Image.open(sys.argv[3]), threshold=0.0)
+    model = type(run.model)
+    print(json.dumps({"model": f"{model.__module__}.{model.__name__}", "found": [
+        [d["label"], round(d["score"], 4), d["box"] if "box" in d else int(np.asarray(d["mask"]).sum())] for d in found
+    ]}))
+"""
+
+
+@pytest.mark.slow  # two clean processes
+def test_pipelines_serve_the_folders_with_and_without_pvt_hf(tmp_path, fresh_python):
+    """pipeline("object-detection") on RetinaNet and pipeline("image-segmentation") (instances) on Mask R-CNN, in
+    process and through the folders' remote code in a clean process; draw_detections draws either result."""
+    image = image_and_targets()[0][0]
+    image.save(tmp_path / "image.png")
+    for task, pipeline_task in (("retinanet", "object-detection"), ("mask-rcnn", "image-segmentation")):
+        folder = tmp_path / task
+        torch.manual_seed(0)
+        tiny_detector(task, score_threshold=0.0, id2label={0: "a", 1: "b", 2: "c"}).save_pretrained(folder)
+        small_processor().save_pretrained(folder)
+        run = pipeline(pipeline_task, model=str(folder))
+        assert type(run.model) is MODELS[task][1]
+        found = run(image, threshold=0.0)
+        assert found and {d["label"] for d in found} <= {"a", "b", "c"}
+        if task == "mask-rcnn":
+            assert found[0]["mask"].size == image.size and any(np.asarray(d["mask"]).any() for d in found)
+        else:
+            assert all(0 <= d["box"]["xmin"] <= d["box"]["xmax"] <= image.width for d in found)
+        canvas = draw_detections(image, found)
+        assert canvas.size == image.size and canvas.tobytes() != image.convert("RGB").tobytes()
+        clean = fresh_python(DETECT, pipeline_task, folder, tmp_path / "image.png")
+        module, name = clean["model"].rsplit(".", 1)
+        assert module.startswith("transformers_modules.") and name == MODELS[task][1].__name__
+        expected = [
+            [d["label"], round(d["score"], 4), d["box"] if "box" in d else int(np.asarray(d["mask"]).sum())]
+            for d in found
+        ]
+        assert clean["found"] == expected

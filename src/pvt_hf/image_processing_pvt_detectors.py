@@ -39,9 +39,10 @@ class PvtDetectorImageProcessor(PvtDetrImageProcessor):
     ):
         """Mask R-CNN: per image a `segmentation` map (height, width) of segment ids (-1 where no instance) and
         `segments_info` (`id`, `label_id`, `score`), plus each instance's own binary `masks` (they may overlap; in
-        the map a pixel goes to the highest-scoring instance). Masks are pasted into their boxes at the target size
-        and thresholded at `mask_threshold` (mmdetection's mask_thr_binary 0.5). Other keyword arguments (the
-        pipeline's `overlap_mask_area_threshold`) do not apply to Mask R-CNN."""
+        the map a pixel goes to the highest-scoring instance) with its `scores`, `labels` and `boxes` (as
+        `post_process_object_detection`'s: `draw_detections` takes the result). Masks are pasted into their boxes
+        at the target size and thresholded at `mask_threshold` (mmdetection's mask_thr_binary 0.5). Other keyword
+        arguments (the pipeline's `overlap_mask_area_threshold`) do not apply to Mask R-CNN."""
         if outputs.masks is None:
             raise ValueError("post_process_instance_segmentation needs Mask R-CNN's outputs (masks); got none")
         results = []
@@ -54,7 +55,16 @@ class PvtDetectorImageProcessor(PvtDetrImageProcessor):
             for k in scores.argsort().tolist():  # ascending: the highest score is painted last and wins
                 segmentation[masks[k]] = k
             info = [{"id": k, "label_id": int(labels[k]), "score": float(scores[k])} for k in range(len(scores))]
-            results.append({"segmentation": segmentation, "segments_info": info, "masks": masks})
+            results.append(
+                {
+                    "segmentation": segmentation,
+                    "segments_info": info,
+                    "masks": masks,
+                    "scores": scores,
+                    "labels": labels,
+                    "boxes": boxes[keep],
+                }
+            )
         return results
 
     @property
