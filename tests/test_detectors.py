@@ -7,7 +7,7 @@ import mmdet_reference as mm
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import convert, tiny_config
 from PIL import Image
 from test_official_keys import LAYOUTS, meta_tensors, official_keys, shapes_of
 from torchvision.models.detection.image_list import ImageList
@@ -47,12 +47,20 @@ def tiny_detector(task: str, family: str = "v2", **overrides):
 @pytest.mark.parametrize("backbone", list(RETINANET_COCO))
 def test_presets_have_the_papers_sizes(task, backbone):
     """v1 paper Tables 3 / 4, v2 paper Table 3: #Param within 0.1 M (counted on the meta device)."""
-    config_class, model_class, table = MODELS[task]
+    config_class, _, table = MODELS[task]
     config = config_class.from_preset(f"{backbone}-{task}-coco")
     assert config.num_labels == 80 and config.id2label[0] == "person" and config.id2label[79] == "toothbrush"
-    with torch.device("meta"):
-        params = sum(p.numel() for p in model_class(config).parameters())
+    params = sum(p.numel() for p in model_on_meta(config).parameters())
     assert abs(params / 1e6 - table[backbone].params_m) <= 0.1, (params, table[backbone])
+
+
+def model_on_meta(config):
+    with torch.device("meta"):
+        return (
+            PvtRetinaNetForObjectDetection
+            if isinstance(config, PvtRetinaNetConfig)
+            else PvtMaskRCNNForInstanceSegmentation
+        )(config)
 
 
 def detector_keys(layout: str) -> dict[str, tuple[int, ...]]:
@@ -284,3 +292,44 @@ def test_pipelines_serve_the_folders_with_and_without_pvt_hf(tmp_path, fresh_pyt
             for d in found
         ]
         assert clean["found"] == expected
+
+
+@pytest.mark.slow  # a full-size pvt-v2-b0 Mask R-CNN written and verified
+def test_converter_cli_writes_a_verified_mask_rcnn_folder(tmp_path):
+    """convert/convert_pvt_checkpoint.py --task mask-rcnn on a checkpoint with every key of the official one: exit 0,
+    the backbone verified, a folder that loads as the preset's model with the checkpoint's tensors in place."""
+    torch.manual_seed(0)
+    tensors = official_keys("pvt_v2_b0", mm=True) | detector_keys("mask_rcnn_pvt_v2_b0")
+    checkpoint = {
+        k if k.startswith(("neck.", "rpn_head.", "roi_head.")) else f"backbone.{k}": torch.randn(shape) * 0.02
+        for k, shape in tensors.items()
+    }
+    torch.save({"state_dict": checkpoint}, tmp_path / "mask_rcnn.pth")
+    assert convert("official", tmp_path / "mask_rcnn.pth", tmp_path / "out", "--task", "mask-rcnn", "--verify") == 0
+    model = AutoModelForInstanceSegmentation.from_pretrained(tmp_path / "out")
+    preset = PvtMaskRCNNConfig.from_preset("pvt-v2-b0-mask-rcnn-coco")
+    assert model.config.id2label == preset.id2label and model.config.backbone_config.depths == [2, 2, 2, 2]
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model_on_meta(preset).parameters())
+    weights = model.state_dict()
+    assert torch.equal(
+        weights["roi_heads.box_predictor.cls_score.weight"][0], checkpoint["roi_head.bbox_head.fc_cls.weight"][80]
+    )
+    assert torch.equal(weights["roi_heads.mask_head.3.0.weight"], checkpoint["roi_head.mask_head.convs.3.conv.weight"])
+    assert "COCO val2017 box AP 38.2 / mask AP 36.2" in (tmp_path / "out" / "README.md").read_text()
+
+
+WITHOUT_TORCHVISION = """
+    import json, sys
+    sys.modules["torchvision"] = None  # as if it were not installed
+    from transformers import AutoModelForObjectDetection
+    try:
+        AutoModelForObjectDetection.from_pretrained(sys.argv[1], trust_remote_code=True)
+    except ImportError as error:
+        print(json.dumps(str(error)))
+"""
+
+
+@pytest.mark.slow  # a clean process
+def test_folder_without_torchvision_names_it(tmp_path, fresh_python):
+    tiny_detector("retinanet").save_pretrained(tmp_path / "retinanet")
+    assert "torchvision" in fresh_python(WITHOUT_TORCHVISION, tmp_path / "retinanet")
