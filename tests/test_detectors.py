@@ -7,9 +7,10 @@ import mmdet_reference as mm
 import numpy as np
 import pytest
 import torch
-from conftest import convert, tiny_config
+from conftest import convert
 from PIL import Image
 from test_official_keys import LAYOUTS, meta_tensors, official_keys, shapes_of
+from tiny_heads import tiny_detector
 from torchvision.models.detection.image_list import ImageList
 from transformers import AutoModelForInstanceSegmentation, AutoModelForObjectDetection, pipeline
 
@@ -29,18 +30,6 @@ MODELS = {
     "retinanet": (PvtRetinaNetConfig, PvtRetinaNetForObjectDetection, RETINANET_COCO),
     "mask-rcnn": (PvtMaskRCNNConfig, PvtMaskRCNNForInstanceSegmentation, MASK_RCNN_COCO),
 }
-# tiny heads: 3 classes, 16 channels; Mask R-CNN with few proposals and samples
-_MASK_RCNN = dict(representation_size=32, rpn_pre_nms_test=200, rpn_post_nms=50, roi_samples_per_image=32)
-SMALL = {
-    "retinanet": dict(num_labels=3, fpn_channels=16),
-    "mask-rcnn": dict(num_labels=3, fpn_channels=16, **_MASK_RCNN),
-}
-
-
-def tiny_detector(task: str, family: str = "v2", **overrides):
-    config_class, model_class, _ = MODELS[task]
-    config = config_class(backbone_config=tiny_config(family, num_labels=0), **{**SMALL[task], **overrides})
-    return model_class(config)
 
 
 @pytest.mark.parametrize("task", list(MODELS))
