@@ -12,6 +12,7 @@ from PIL import Image
 from test_official_keys import LAYOUTS, meta_tensors, official_keys, shapes_of
 from tiny_heads import tiny_detector
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import box_iou
 from transformers import AutoModelForInstanceSegmentation, AutoModelForObjectDetection, pipeline
 
 from pvt_hf import (
@@ -322,3 +323,33 @@ WITHOUT_TORCHVISION = """
 def test_folder_without_torchvision_names_it(tmp_path, fresh_python):
     tiny_detector("retinanet").save_pretrained(tmp_path / "retinanet")
     assert "torchvision" in fresh_python(WITHOUT_TORCHVISION, tmp_path / "retinanet")
+
+
+@pytest.mark.slow  # 30 training steps per detector
+@pytest.mark.parametrize("task, small", [("retinanet", dict(num_head_convs=1)), ("mask-rcnn", dict(num_mask_convs=1))])
+def test_tiny_detectors_overfit_one_image(task, small):
+    """30 AdamW steps on one image with one object: the loss falls to under half, and the best detection is the
+    object, with its class, IoU > 0.5 (and, for Mask R-CNN, its pasted mask IoU > 0.5)."""
+    torch.manual_seed(0)
+    pixels = torch.randn(1, 3, 64, 64) * 0.2
+    pixels[0, :, 8:40, 12:44] += 1.0
+    mask = torch.zeros(1, 64, 64)
+    mask[0, 8:40, 12:44] = 1
+    target = {"class_labels": torch.tensor([2]), "boxes": torch.tensor([[28 / 64, 24 / 64, 32 / 64, 32 / 64]])}
+    model = tiny_detector(task, **small).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(pixels, labels=[{**target, "masks": mask}]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    with torch.no_grad():
+        output = model.eval()(pixels)
+    assert int(output.labels[0][0]) == 2
+    assert box_iou(output.boxes[0][:1], torch.tensor([[12.0, 8.0, 44.0, 40.0]])).item() > 0.5
+    if task == "mask-rcnn":
+        found = PvtDetectorImageProcessor().post_process_instance_segmentation(output, threshold=0.5)[0]["masks"][0]
+        assert (found & mask[0].bool()).sum() / (found | mask[0].bool()).sum() > 0.5

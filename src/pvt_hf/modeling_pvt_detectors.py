@@ -212,23 +212,23 @@ class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """The heads as mmdetection initialises them (`self.init_rules`); the backbone keeps PVT's own."""
-        rule = self.init_rules.get(id(module))
+        """The heads as mmdetection initialises them (the rule `_set_init_rules` put on each layer); the backbone
+        keeps PVT's own."""
+        rule = getattr(module, "_mmdet_init", None)
         if rule is not None:
             self._init_conv(module, rule)
-        if id(module) == self.prior_bias:
-            init.constant_(module.bias, -math.log((1 - self.config.prior_probability) / self.config.prior_probability))
+            if getattr(module, "_mmdet_prior_bias", False):
+                prior = self.config.prior_probability
+                init.constant_(module.bias, -math.log((1 - prior) / prior))
 
-    prior_bias = None
-
-    def _set_init_rules(self, rules: list[tuple[nn.Module, str]]) -> None:
-        """(module, rule) for every module whose parameters are initialised here; rule one of xavier_uniform,
-        xavier_normal, kaiming (normal, fan-out, ReLU) or a normal's standard deviation."""
-        self.init_rules = {}
+    @staticmethod
+    def _set_init_rules(rules: list[tuple[nn.Module, str]]) -> None:
+        """Puts on every layer inside each module its rule: xavier_uniform, xavier_normal, kaiming (normal, fan-out,
+        ReLU) or a normal's standard deviation (an attribute of the layer, so it survives copies)."""
         for owner, rule in rules:
             for m in owner.modules():
                 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                    self.init_rules[id(m)] = rule
+                    m._mmdet_init = rule
 
 
 class PvtRetinaNetForObjectDetection(PvtDetectorPreTrainedModel):
@@ -261,7 +261,7 @@ class PvtRetinaNetForObjectDetection(PvtDetectorPreTrainedModel):
             topk_candidates=config.candidates_per_level,
         )
         self._set_init_rules([(self.neck, "xavier_uniform"), (head, "0.01")])
-        self.prior_bias = id(head.classification_head.cls_logits)
+        head.classification_head.cls_logits._mmdet_prior_bias = True  # focal loss's prior: foreground at 0.01
         self.post_init()
 
     def head_outputs(self, features: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
