@@ -208,6 +208,12 @@ def test_detectors_train_infer_and_reload(task, tmp_path):
     inputs = small_processor()(
         images, annotations=annotations, return_segmentation_masks=task == "mask-rcnn", return_tensors="pt"
     )
+    # the processor normalises boxes by the padded batch: the model's targets are the objects in resized pixels
+    _, sizes, targets = model._inputs(inputs["pixel_values"], inputs["pixel_mask"], inputs["labels"])
+    for image, size, target in zip(images, sizes.tolist(), targets, strict=True):
+        scale = torch.tensor([size[1] / image.width, size[0] / image.height] * 2)
+        expected = torch.tensor([[5.0, 8.0, 35.0, 28.0], [20.0, 25.0, 40.0, 55.0]]) * scale
+        torch.testing.assert_close(target["boxes"], expected, atol=1.0, rtol=0)
     model.train()
     output = model(inputs["pixel_values"], pixel_mask=inputs["pixel_mask"], labels=inputs["labels"])
     assert output.loss.isfinite() and len(output.loss_dict) == (2 if task == "retinanet" else 5)

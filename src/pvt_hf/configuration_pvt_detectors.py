@@ -8,7 +8,7 @@ Shipped as remote code next to saved models: relative imports only.
 from transformers.configuration_utils import PreTrainedConfig
 
 from .configuration_pvt import PRESETS, PvtConfig
-from .configuration_pvt_heads import _detection_preset
+from .configuration_pvt_heads import ALL_STAGES, _backbone, _detection_preset
 
 
 def _positive_ints(config, names: tuple[str, ...]) -> None:
@@ -23,21 +23,6 @@ def _fractions(config, names: tuple[str, ...]) -> None:
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
             raise ValueError(f"{type(config).__name__}.{name} must be a number in [0, 1], got {value!r}")
-
-
-def _backbone_config(backbone_config) -> PvtConfig:
-    """A PvtConfig from a config, a dict (as read from config.json) or a preset name; all four stages out (RetinaNet's
-    FPN reads stages 2-4 of them)."""
-    if isinstance(backbone_config, str):
-        backbone_config = PvtConfig.from_preset(backbone_config, num_labels=0)
-    elif isinstance(backbone_config, dict):
-        backbone_config = PvtConfig(**{k: v for k, v in backbone_config.items() if k != "model_type"})
-    elif not isinstance(backbone_config, PvtConfig):
-        raise ValueError(
-            f"backbone_config must be a PvtConfig, a dict or a preset name, got {type(backbone_config).__name__}"
-        )
-    backbone_config.out_features = list(backbone_config.stage_names)
-    return backbone_config
 
 
 class PvtDetectorConfig(PreTrainedConfig):
@@ -55,7 +40,7 @@ class PvtDetectorConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        self.backbone_config = _backbone_config(self.backbone_config or "pvt-v2-b2")
+        self.backbone_config = _backbone(self.backbone_config or "pvt-v2-b2", ALL_STAGES)  # RetinaNet reads 2-4
         self.anchor_ratios = list(self.anchor_ratios)
         if not self.anchor_ratios or any(
             not isinstance(r, (int, float)) or isinstance(r, bool) or r <= 0 for r in self.anchor_ratios

@@ -143,8 +143,8 @@ class PvtDetectionOutput(ModelOutput):
 class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
     """PVT + FPN + a torchvision detection head. Input: `pixel_values` as the image processor makes them (resized,
     normalised, batched with a `pixel_mask`); the model pads them to a multiple of 32 as mmdetection does. `labels`:
-    per image a dict of `class_labels` (ids 0..num_labels-1) and `boxes` (normalised cx, cy, w, h of the image inside
-    `pixel_values`, as the image processor writes them), plus `masks` for Mask R-CNN."""
+    per image a dict of `class_labels` (ids 0..num_labels-1) and `boxes` (cx, cy, w, h normalised by the size of
+    `pixel_values`, the padded batch, as the image processor writes them), plus `masks` for Mask R-CNN."""
 
     base_model_prefix = "backbone"
     main_input_name = "pixel_values"
@@ -176,10 +176,12 @@ class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
         if labels is not None:
             if len(labels) != len(pixel_values):
                 raise ValueError(f"got {len(labels)} targets for {len(pixel_values)} images: one dict per image")
-            targets = [self._target(t, size, padded.shape[-2:]) for t, size in zip(labels, sizes.tolist(), strict=True)]
+            targets = [self._target(t, (height, width), padded.shape[-2:]) for t in labels]
         return padded, sizes, targets
 
-    def _target(self, target: dict, size: list[int], padded_size) -> dict:
+    def _target(self, target: dict, canvas: tuple[int, int], padded_size) -> dict:
+        """torchvision's target: boxes in pixels (the processor normalises them by the batch's padded canvas, the
+        size of `pixel_values`, as transformers' DETR processor does), class ids shifted by `label_offset`."""
         classes, boxes = target["class_labels"], target["boxes"]
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != classes.shape[0]:
             raise ValueError(
@@ -188,7 +190,7 @@ class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
             )
         if classes.numel() and (classes.min() < 0 or classes.max() >= self.config.num_labels):
             raise ValueError(f"labels' class_labels hold ids outside [0, {self.config.num_labels}): {classes.tolist()}")
-        h, w = size
+        h, w = canvas
         cx, cy, bw, bh = (boxes.float() * boxes.new_tensor([w, h, w, h], dtype=torch.float)).unbind(-1)
         xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
         return {"boxes": xyxy, "labels": classes.long() + self.label_offset, **self._target_masks(target, padded_size)}
