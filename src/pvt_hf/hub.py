@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from .conversion import preset_for
-from .paper_numbers import IMAGENET, SEMANTIC_FPN_ADE20K
+from .paper_numbers import IMAGENET, MASK_RCNN_COCO, RETINANET_COCO, SEMANTIC_FPN_ADE20K
 
 LICENSES = {
     "official": "The official PVT code and weights (github.com/whai362/PVT) are released under the Apache-2.0 license.",
@@ -111,7 +111,7 @@ def model_card(
     source: str,
     checkpoint: str,
     params: int,
-    macs: int,
+    macs: int | None,
     macs_size: int = 224,
     repo_id: str | None = None,
 ) -> str:
@@ -122,12 +122,19 @@ def model_card(
         "classification": ("AutoModelForImageClassification", "image-classification"),
         "backbone": ("AutoBackbone", "image-feature-extraction"),
         "semantic-fpn": ("AutoModelForSemanticSegmentation", "image-segmentation"),
+        "retinanet": ("AutoModelForObjectDetection", "object-detection"),
+        "mask-rcnn": ("AutoModelForInstanceSegmentation", "image-segmentation"),
     }[task]
     paper = None
     if variant and task == "classification" and config.num_labels == 1000:
         paper = f"ImageNet-1k top-1 {IMAGENET[variant].top1}% (224×224, single crop)"
     elif variant and task == "semantic-fpn" and config.num_labels == 150:
         paper = f"ADE20K mIoU {SEMANTIC_FPN_ADE20K[variant].miou}% with Semantic FPN"
+    elif variant and task == "retinanet" and config.num_labels == 80:
+        paper = f"COCO val2017 box AP {RETINANET_COCO[variant].box_ap} with RetinaNet (1x)"
+    elif variant and task == "mask-rcnn" and config.num_labels == 80:
+        result = MASK_RCNN_COCO[variant]
+        paper = f"COCO val2017 box AP {result.box_ap} / mask AP {result.mask_ap} with Mask R-CNN (1x)"
     metric = (
         f"Reported by the paper for {variant}: **{paper}**."
         if paper
@@ -137,7 +144,7 @@ def model_card(
         "variant": variant or "custom",
         "source": f"`{source}`: `{checkpoint}`",
         "parameters": f"{params:,}",
-        f"MACs at {macs_size}×{macs_size}": f"{macs / 1e9:.3f} G",
+        **({f"MACs at {macs_size}×{macs_size}": f"{macs / 1e9:.3f} G"} if macs is not None else {}),
         "depths / channels": f"{'-'.join(map(str, backbone.depths))} / {'-'.join(map(str, backbone.hidden_sizes))}",
     }
     body = f"""Pyramid Vision Transformer {"v2" if backbone.stage_norms else "v1"} converted with pvt_hf
