@@ -4,8 +4,9 @@ plain MLP at every input geometry, and training untouched."""
 import pytest
 import torch
 from conftest import tiny_config
+from torch.utils.flop_counter import FlopCounterMode
 
-from pvt_hf import PvtBackbone, PvtForImageClassification
+from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtSegmentationConfig
 from pvt_hf.modeling_pvt import PvtMlp
 
 
@@ -112,3 +113,28 @@ def test_gelu_backward_in_one_buffer_equals_generic_backward():
     torch.nn.functional.linear(torch.nn.functional.gelu(plain[0]), plain[1], plain[2]).backward(grad_output)
     for fast, reference in zip(grads[0], [t.grad for t in plain], strict=True):
         torch.testing.assert_close(fast, reference)
+
+
+@pytest.mark.parametrize(
+    "preset, model_class, size",
+    [
+        ("pvt-tiny", PvtForImageClassification, (224, 224)),  # runs of tokens
+        ("pvt-v2-b0", PvtForImageClassification, (224, 224)),  # whole samples
+        ("pvt-v2-b2-li", PvtForImageClassification, (224, 224)),
+        ("pvt-tiny-semantic-fpn-ade20k", PvtForSemanticSegmentation, (512, 640)),
+        ("pvt-v2-b0-upernet-ade20k", PvtForSemanticSegmentation, (512, 640)),  # groups of hidden channels
+        ("pvt-v2-b2-li-semantic-fpn-ade20k", PvtForSemanticSegmentation, (512, 640)),
+    ],
+)
+def test_meta_forward_without_gradients_counts_as_with_them(preset, model_class, size):
+    """Counting FLOPs on the meta device, the usual way, under no_grad (the chunked path, where meta has no autocast
+    backend to ask) as with gradients (the plain path): the same count, every chunk's products included."""
+    config_class = PvtConfig if model_class is PvtForImageClassification else PvtSegmentationConfig
+    with torch.device("meta"):
+        model = model_class(config_class.from_preset(preset)).eval()
+    counts = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            model(torch.empty(2, 3, *size, device="meta"))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0

@@ -33,6 +33,12 @@ def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for `device_type`; False for a device without an autocast backend (meta, where torch's
+    own query raises)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 class PvtPatchEmbed(nn.Module):
     """Strided conv + LayerNorm. v1: kernel = stride = P. v2 (OPE): kernel 2S-1, padding S-1, so windows overlap."""
 
@@ -206,7 +212,7 @@ class PvtMlp(nn.Module):
         # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
         # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
         traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        if not (torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)):
+        if not (torch.is_grad_enabled() or dropout or traced or autocasting(tokens.device.type)):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
@@ -261,10 +267,8 @@ class PvtMlp(nn.Module):
             feature_map = tokens_to_map(hidden[None], height, width)
             hidden = map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=weight.shape[0]))[0]
             fc2_part = self.fc2.weight[:, group].T
-            if start == 0:
-                torch.addmm(self.fc2.bias, self.activate(hidden), fc2_part, out=out)
-            else:
-                out.addmm_(self.activate(hidden), fc2_part)
+            # addmm with out= rather than addmm_: FlopCounterMode counts only the former
+            torch.addmm(self.fc2.bias if start == 0 else out, self.activate(hidden), fc2_part, out=out)
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:
