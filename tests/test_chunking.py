@@ -7,7 +7,7 @@ from conftest import tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtSegmentationConfig
-from pvt_hf.modeling_pvt import PvtMlp
+from pvt_hf.modeling_pvt import FUSED_CONV_GELU, PvtMlp
 
 
 @pytest.fixture
@@ -138,3 +138,23 @@ def test_meta_forward_without_gradients_counts_as_with_them(preset, model_class,
             model(torch.empty(2, 3, *size, device="meta"))
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.skipif(not FUSED_CONV_GELU, reason="this torch build has no oneDNN conv with a fused GELU")
+@pytest.mark.parametrize("family", ["v2", "v2-li"])  # v1's MLP has no conv
+def test_fused_conv_gelu_under_bf16_autocast(family):
+    """Inference under bf16 autocast runs the depth-wise conv with GELU fused (one rounding to bfloat16 where the
+    plain path has two): as close to the float32 model as the plain (gradient-mode) path, or closer (mean |error|)."""
+    torch.manual_seed(0)
+    model = PvtBackbone(tiny_config(family, out_indices=[0, 1, 2, 3])).eval().requires_grad_(False)
+    pixels = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        exact = model(pixels).feature_maps
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(pixels).feature_maps  # grad mode on: the plain MLP
+        with torch.no_grad():
+            fused = model(pixels).feature_maps
+    for f, p, e in zip(fused, plain, exact, strict=True):
+        assert f.dtype == p.dtype
+        error, plain_error = (f.float() - e).abs().mean(), (p.float() - e).abs().mean()
+        assert error <= 1.1 * plain_error, (error, plain_error)

@@ -22,6 +22,8 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_pvt import PvtConfig
 
 LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
+# oneDNN's convolution with a fused elementwise op (what torch.compile's CPU backend calls), where this build has it
+FUSED_CONV_GELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -217,16 +219,40 @@ class PvtMlp(nn.Module):
         hidden = self.fc1(tokens)
         if self.relu is not None:
             hidden = self.relu(hidden)
+        if not torch.is_grad_enabled():
+            activated = self.conv_and_activate(hidden, height, width)
+            return self.dropout(self.fc2(self.dropout(activated)))
         if self.dwconv is not None:
             hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
-        if torch.is_grad_enabled() and not dropout:
+        if not dropout:
             # Recording gradients: recompute the activation in the backward. (Active dropout between activation and
             # fc2 would store a tensor of that size anyway: plain ops then.)
             return ActivationThenLinear.apply(hidden, self.fc2.weight, self.fc2.bias, self.act, self.inplace_gelu)
-        return self.dropout(self.fc2(self.dropout(self.activate(hidden))))
+        return self.dropout(self.fc2(self.dropout(self.act(hidden))))
 
     def activate(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten.gelu_(hidden) if self.inplace_gelu and not torch.is_grad_enabled() else self.act(hidden)
+
+    def conv_and_activate(self, hidden: torch.Tensor, height: int, width: int, group=slice(None)) -> torch.Tensor:
+        """Without gradients: the activation of the depth-wise conv of `hidden` (tokens; `group`: the conv's hidden
+        channels that `hidden` holds), or of `hidden` itself without the conv. On CPU, the exact GELU runs inside
+        oneDNN's conv kernel, on its output while in cache: one pass fewer over the MLP's widest tensor."""
+        if self.dwconv is None:
+            return self.activate(hidden)
+        weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
+        feature_map = tokens_to_map(hidden, height, width)
+        dtype, groups = feature_map.dtype, weight.shape[0]
+        fused = FUSED_CONV_GELU and self.inplace_gelu and feature_map.device.type == "cpu"
+        if (
+            fused
+            and dtype in (torch.float32, torch.bfloat16)
+            and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+        ):
+            # autocast does not cast for this op: the conv's parameters are cast as autocast would have
+            weight, bias = weight.to(dtype), bias.to(dtype)
+            args = ([1, 1], [1, 1], [1, 1], groups, "gelu", [], "none")  # padding, stride, dilation; exact GELU
+            return map_to_tokens(torch.ops.mkldnn._convolution_pointwise(feature_map, weight, bias, *args))
+        return self.activate(map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=groups)))
 
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
@@ -251,9 +277,8 @@ class PvtMlp(nn.Module):
             hidden = self.fc1(chunk)
             if self.relu is not None:
                 hidden = self.relu(hidden)
-            if self.dwconv is not None:
-                hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
-            self.linear_into(self.fc2, self.activate(hidden), out.narrow(dim, start, chunk.shape[dim]))
+            activated = self.conv_and_activate(hidden, height, width)
+            self.linear_into(self.fc2, activated, out.narrow(dim, start, chunk.shape[dim]))
 
     def run_channel_groups(self, tokens, out, channels: int, height: int, width: int) -> None:
         """One sample (tokens (H*W, C) -> out) `channels` hidden channels at a time: the 3x3 conv is depth-wise, so
@@ -263,12 +288,10 @@ class PvtMlp(nn.Module):
             hidden = torch.addmm(self.fc1.bias[group], tokens, self.fc1.weight[group].T)
             if self.relu is not None:
                 hidden = self.relu(hidden)
-            weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
-            feature_map = tokens_to_map(hidden[None], height, width)
-            hidden = map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=weight.shape[0]))[0]
+            activated = self.conv_and_activate(hidden[None], height, width, group)
             fc2_part = self.fc2.weight[:, group].T
             # addmm with out= rather than addmm_: FlopCounterMode counts only the former
-            torch.addmm(self.fc2.bias if start == 0 else out, self.activate(hidden), fc2_part, out=out)
+            torch.addmm(self.fc2.bias if start == 0 else out, activated[0], fc2_part, out=out)
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:
