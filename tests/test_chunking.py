@@ -142,19 +142,26 @@ def test_meta_forward_without_gradients_counts_as_with_them(preset, model_class,
 
 @pytest.mark.skipif(not FUSED_CONV_GELU, reason="this torch build has no oneDNN conv with a fused GELU")
 @pytest.mark.parametrize("family", ["v2", "v2-li"])  # v1's MLP has no conv
-def test_fused_conv_gelu_under_bf16_autocast(family):
-    """Inference under bf16 autocast runs the depth-wise conv with GELU fused (one rounding to bfloat16 where the
-    plain path has two): as close to the float32 model as the plain (gradient-mode) path, or closer (mean |error|)."""
+def test_chunks_and_fused_conv_gelu_under_bf16_autocast(family, chunk_counter, monkeypatch):
+    """Inference under bf16 autocast runs in chunks too (computed and written in bfloat16, samples whole: several per
+    chunk here, bitwise the unchunked result) and with the depth-wise conv and GELU fused (one rounding to bfloat16
+    where the plain path has two): as close to the float32 model as the plain (gradient-mode) path, or closer."""
     torch.manual_seed(0)
-    model = PvtBackbone(tiny_config(family, out_indices=[0, 1, 2, 3])).eval().requires_grad_(False)
-    pixels = torch.randn(2, 3, 96, 128)
+    config = tiny_config(family, out_indices=[0, 1, 2, 3])
+    model = PvtBackbone(config).eval().requires_grad_(False)
+    pixels = torch.randn(4, 3, 96, 128)  # stage 1: 24x32 tokens x 32 hidden x 2 bytes = 48 KiB a sample
+    monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**16)
     with torch.no_grad():
         exact = model(pixels).feature_maps
     with torch.autocast("cpu", dtype=torch.bfloat16):
         plain = model(pixels).feature_maps  # grad mode on: the plain MLP
         with torch.no_grad():
-            fused = model(pixels).feature_maps
-    for f, p, e in zip(fused, plain, exact, strict=True):
-        assert f.dtype == p.dtype
-        error, plain_error = (f.float() - e).abs().mean(), (p.float() - e).abs().mean()
+            chunked = model(pixels).feature_maps
+            assert chunk_counter["mlp"] == 2 * sum(config.depths)  # the float32 run's and this one's
+            assert chunk_counter["linear writes"] > chunk_counter["mlp"]
+            monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**62)
+            whole = model(pixels).feature_maps
+    for c, w, p, e in zip(chunked, whole, plain, exact, strict=True):
+        assert c.dtype == p.dtype == torch.bfloat16 and torch.equal(c, w)
+        error, plain_error = (c.float() - e).abs().mean(), (p.float() - e).abs().mean()
         assert error <= 1.1 * plain_error, (error, plain_error)

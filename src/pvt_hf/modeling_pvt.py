@@ -212,9 +212,9 @@ class PvtMlp(nn.Module):
     def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         dropout = self.training and self.dropout.p > 0
         # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
-        # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
+        # would be unrolled into them).
         traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        if not (torch.is_grad_enabled() or dropout or traced or autocasting(tokens.device.type)):
+        if not (torch.is_grad_enabled() or dropout or traced):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
@@ -256,17 +256,21 @@ class PvtMlp(nn.Module):
 
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
-        (no conv), else whole samples, else groups of one sample's hidden channels."""
-        out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features)
-        token_bytes = self.fc1.out_features * tokens.element_size()
-        samples = self.chunk_bytes // (height * width * token_bytes)
+        (no conv), else whole samples, else groups of one sample's hidden channels. Under autocast everything is
+        computed and written in its dtype, and a sample runs whole even above the budget: fc2's parts from groups of
+        channels would each be rounded to that dtype before they are added up."""
+        autocast = autocasting(tokens.device.type)
+        dtype = torch.get_autocast_dtype(tokens.device.type) if autocast else tokens.dtype
+        out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features, dtype=dtype)
+        token_bytes = self.fc1.out_features * dtype.itemsize
+        samples = self.chunk_bytes // (height * width * token_bytes) or int(autocast)
         if self.dwconv is None:
             flat_in, flat_out = tokens.reshape(1, -1, tokens.shape[-1]), out.view(1, -1, out.shape[-1])
             self.run_chunks(flat_in, flat_out, 1, max(self.chunk_bytes // token_bytes, 1), height, width)
         elif samples:
             self.run_chunks(tokens, out, 0, samples, height, width)
         else:
-            channels = 2 ** max((self.chunk_bytes // (height * width * tokens.element_size())).bit_length() - 1, 0)
+            channels = 2 ** max((self.chunk_bytes // (height * width * dtype.itemsize)).bit_length() - 1, 0)
             for sample in range(tokens.shape[0]):
                 self.run_channel_groups(tokens[sample], out[sample], channels, height, width)
         return out
@@ -295,9 +299,12 @@ class PvtMlp(nn.Module):
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:
-        """`out[...] = linear(inputs)`, written in place (`out` contiguous)."""
-        flat_out = out.view(-1, out.shape[-1])
-        torch.addmm(linear.bias, inputs.reshape(-1, inputs.shape[-1]), linear.weight.T, out=flat_out)
+        """`out[...] = linear(inputs)`, written in place (`out` contiguous), in `out`'s dtype (autocast does not cast
+        for an `out=` op)."""
+        flat_out, dtype = out.view(-1, out.shape[-1]), out.dtype
+        torch.addmm(
+            linear.bias.to(dtype), inputs.reshape(-1, inputs.shape[-1]), linear.weight.to(dtype).T, out=flat_out
+        )
 
 
 def drop_path(hidden: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
