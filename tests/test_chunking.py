@@ -95,20 +95,26 @@ def test_training_does_not_chunk(chunk_counter):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_gelu_backward_in_one_buffer_equals_generic_backward():
-    """The exact-GELU backward that reuses one buffer gives the generic (torch.func.vjp) backward's gradients."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_backward_in_one_buffer_equals_generic_backward(dtype):
+    """The exact-GELU backward that reuses one buffer gives the generic (torch.func.vjp) backward's gradients, also
+    under bf16 autocast (bfloat16 activations, float32 weights)."""
     from pvt_hf.modeling_pvt import ActivationThenLinear
 
     torch.manual_seed(0)
-    hidden, weight, bias = torch.randn(2, 50, 24), torch.randn(8, 24), torch.randn(8)
-    grad_output = torch.randn(2, 50, 8)
+    hidden, weight, bias = torch.randn(2, 50, 24, dtype=dtype), torch.randn(8, 24), torch.randn(8)
+    grad_output = torch.randn(2, 50, 8, dtype=dtype)
     grads = []
     for exact_gelu in (True, False):
         inputs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
-        ActivationThenLinear.apply(*inputs, torch.nn.functional.gelu, exact_gelu).backward(grad_output)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = ActivationThenLinear.apply(*inputs, torch.nn.functional.gelu, exact_gelu)
+        out.backward(grad_output)
         grads.append([t.grad for t in inputs])
     for fast, generic in zip(*grads, strict=True):
-        assert torch.equal(fast, generic)
+        assert fast.dtype == generic.dtype and torch.equal(fast, generic)
+    if dtype != torch.float32:
+        return
     plain = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
     torch.nn.functional.linear(torch.nn.functional.gelu(plain[0]), plain[1], plain[2]).backward(grad_output)
     for fast, reference in zip(grads[0], [t.grad for t in plain], strict=True):

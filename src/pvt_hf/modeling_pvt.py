@@ -157,7 +157,7 @@ class ActivationThenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         hidden, weight = ctx.saved_tensors
-        if ctx.exact_gelu and grad_output.dtype == hidden.dtype == weight.dtype and not torch.compiler.is_compiling():
+        if ctx.exact_gelu and grad_output.dtype == hidden.dtype and not torch.compiler.is_compiling():
             return ActivationThenLinear.gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight)
         # torch.func.vjp rather than autograd.grad: it compiles with fullgraph=True. Under autocast the forward ran in
         # grad_output's dtype; the gradients of the fp32 weights are cast back, as autocast's own casts would.
@@ -175,12 +175,13 @@ class ActivationThenLinear(torch.autograd.Function):
     def gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight):
         """The same ops for the exact GELU, in one buffer of `hidden`'s size: GELU(hidden) for fc2's weight gradient,
         then overwritten by the gradient of GELU's output, then by that of its input. (Three fresh buffers of the
-        MLP's widest size per backward would be three new mappings, paid for in page faults.)"""
+        MLP's widest size per backward would be three new mappings, paid for in page faults.) Under autocast the
+        weight is cast to the activations' dtype and its gradients back, as in the generic backward."""
         buffer = F.gelu(hidden)
         flat_grad = grad_output.flatten(0, -2)
-        grad_weight = flat_grad.T @ buffer.flatten(0, -2) if ctx.needs_input_grad[1] else None
-        grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        torch.matmul(grad_output, weight, out=buffer)
+        grad_weight = (flat_grad.T @ buffer.flatten(0, -2)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = flat_grad.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        torch.matmul(grad_output, weight.to(grad_output.dtype), out=buffer)
         torch.ops.aten.gelu_backward.grad_input(buffer, hidden, grad_input=buffer)
         return buffer, grad_weight, grad_bias, None, None
 
