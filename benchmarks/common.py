@@ -138,6 +138,11 @@ def machine_info(device: str) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # the build's CUDA version (None: a CPU-only build) and the vector ISA its CPU kernels dispatch to
+        "torch_cuda_build": torch.version.cuda,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": _cpu_flags(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "transformers": transformers.__version__,
         "pvt_hf": pvt_hf.__version__,
         "device": device,
@@ -148,6 +153,15 @@ def machine_info(device: str) -> dict:
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
     return info
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's vector and matrix extensions (what decides the matmul peak in each dtype)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma")))
 
 
 def _cpu_model() -> str:

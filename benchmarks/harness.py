@@ -1,15 +1,18 @@
 """``python -m benchmarks``: throughput and peak memory of pvt_hf (eager and compiled) against transformers' own PVT
-(and timm's, where timm imports), for each preset and input shape, on the same weights.
+and timm's `pvt_v2`, for each preset, input shape, mode (inference, training step) and dtype (fp32, bf16 autocast), on
+the same weights.
 
 Per preset: one set of weights (pvt_hf's initialisation) saved once; per input shape: every reference is checked
-against pvt_hf on that weight set before any timing (max |difference| <= 1e-4, float32); then every implementation and
-mode is measured in its own process (see `benchmarks.worker`). Results: ``results.json`` (every raw number and the
-machine) and ``results.md`` (tables with ratios) in ``--output``.
+against pvt_hf on that weight set before any timing (max |difference| <= 1e-4, float32); then every implementation is
+measured once in its own process (see `benchmarks.worker`) for its peak memory, and all implementations of one mode
+and dtype are timed in alternation in this process, in rounds (ratios are taken round by round). Results:
+``results.json`` (every raw number and the machine) and ``results.md`` (tables with ratios) in ``--output``.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,14 +32,17 @@ from .common import (
     task_for,
 )
 from .timing import matmul_peak_gmacs
-from .worker import RESULT_PREFIX, safe_measure
+from .worker import RESULT_PREFIX, failure, interleave, safe_measure
 
 DEFAULT_PRESETS = ["pvt-small", "pvt-v2-b0", "pvt-v2-b2", "pvt-v2-b2-li"]
 DEFAULT_SHAPES = ["8x224x224", "2x512x512", "1x800x1216"]
 CUDA_EXTRA_SHAPES = ["64x224x224"]
-QUICK = dict(presets=["pvt-v2-b0"], shapes=["2x64x64"], impls=["pvt_hf", "transformers"], repeats=1, warmup=1)
+QUICK = dict(
+    presets=["pvt-v2-b0"], shapes=["2x64x64"], impls=["pvt_hf", "transformers", "timm"], repeats=1, warmup=1, rounds=2
+)
 # the command-line options every timed run takes as given
-RUN_OPTIONS = ("warmup", "repeats", "device", "dtype", "threads")
+RUN_OPTIONS = ("warmup", "repeats", "device", "threads")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,11 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", nargs="+", choices=["inference", "train"], default=["inference", "train"])
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the implementations in alternation; medians over all steps"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1; the first compiles)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES), help="bf16: autocast")
     parser.add_argument(
         "--threads",
         type=int,
@@ -74,8 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.shapes = DEFAULT_SHAPES + (CUDA_EXTRA_SHAPES if args.device == "cuda" else [])
     for shape in args.shapes:
         parse_shape(shape)
-    if args.warmup < 1 or args.repeats < 1:
-        parser.error("--warmup and --repeats must be >= 1")
+    if min(args.warmup, args.repeats, args.rounds) < 1:
+        parser.error("--warmup, --repeats and --rounds must be >= 1")
     return args
 
 
@@ -87,9 +96,7 @@ def run_isolated(spec: dict) -> dict:
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX) :])
-    keys = ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")
-    error = f"worker exited with {done.returncode}: {done.stderr[-2000:]}"
-    return {**{k: spec[k] for k in keys}, "status": "error", "error": error}
+    return failure(spec, RuntimeError(f"worker exited with {done.returncode}: {done.stderr[-2000:]}"))
 
 
 def check_references(args, preset, weights, height, width) -> dict:
@@ -116,7 +123,9 @@ def run(args) -> dict:
 
 def _run(args) -> dict:
     results, checks = [], []
-    peak = matmul_peak_gmacs() if args.device == "cpu" else None  # before the measurements, on an idle process
+    machine = machine_info(args.device)
+    # before the measurements, on an idle process
+    peaks = {name: matmul_peak_gmacs(dtype, args.device) for name, dtype in DTYPES.items()}
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
             weights = canonical_weights(preset)
@@ -127,20 +136,22 @@ def _run(args) -> dict:
                 task = task_for(height, width)
                 found = check_references(args, preset, weights, height, width)
                 checks += [{"preset": preset, "shape": shape, "task": task, "impl": k, **v} for k, v in found.items()]
-                for impl in args.impls:
-                    if impl in REFERENCES and not found[impl].get("passed"):
-                        print(f"[{preset} {shape}] {impl}: not timed ({found[impl]})", flush=True)
-                        continue
-                    for mode in args.modes:
-                        spec = dict(
-                            preset=preset, task=task, impl=impl, mode=mode, batch=batch, height=height, width=width
-                        )
-                        spec |= {k: getattr(args, k) for k in RUN_OPTIONS} | {"weights": str(weights_path)}
-                        result = safe_measure(spec) if args.in_process else run_isolated(spec)
-                        results.append({"shape": shape, **result})
-                        print(summary_line(results[-1]), flush=True)
+                impls = [i for i in args.impls if i not in REFERENCES or found[i].get("passed")]
+                for impl in set(args.impls) - set(impls):
+                    print(f"[{preset} {shape}] {impl}: not timed ({found[impl]})", flush=True)
+                for mode in args.modes:
+                    for dtype in args.dtypes:
+                        common = dict(preset=preset, task=task, mode=mode, batch=batch, height=height, width=width)
+                        common |= {k: getattr(args, k) for k in RUN_OPTIONS} | {"weights": str(weights_path)}
+                        specs = [{**common, "impl": impl, "dtype": dtype} for impl in impls]
+                        for result in measure_in_alternation(specs, args):
+                            results.append({"shape": shape, **result})
+                            results[-1]["peak_fraction"] = result.get("step_gmacs_per_s", 0) / peaks[dtype]
+                            print(summary_line(results[-1]), flush=True)
+    # the load average (1, 5, 15 min) at the start and at the end: how much other work shared the machine
+    machine["load_average"] = [machine["load_average"], [round(x, 2) for x in os.getloadavg()]]
     return {
-        "machine": {**machine_info(args.device), "matmul_peak_gmacs": peak},
+        "machine": {**machine, "matmul_peak_gmacs": peaks},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "checks": checks,
         "results": results,
@@ -148,44 +159,58 @@ def _run(args) -> dict:
     }
 
 
+def measure_in_alternation(specs: list[dict], args) -> list[dict]:
+    """Per spec: peak memory (and first call, compile time) from a run of its own (one step; a fresh process unless
+    `--in-process`), timings from `worker.interleave` with the other specs."""
+    alone = [(safe_measure if args.in_process else run_isolated)({**spec, "repeats": 1}) for spec in specs]
+    timed = interleave(specs, args.rounds)
+    memory_keys = ("peak_memory_mb", "step_memory_mb", "memory_method", "first_call_s", "max_abs_diff_vs_eager")
+    merged = []
+    for one, interleaved in zip(alone, timed, strict=True):
+        if interleaved["status"] != "ok":
+            merged.append(interleaved)
+        elif one["status"] != "ok":
+            merged.append({**interleaved, "status": "error", "error": f"memory run: {one['error']}"})
+        else:
+            merged.append(interleaved | {k: one[k] for k in memory_keys if k in one})
+    return merged
+
+
 def summary_line(result: dict) -> str:
-    head = f"[{result['preset']} {result['shape']} {result['mode']}] {result['impl']}:"
+    head = f"[{result['preset']} {result['shape']} {result['mode']} {result['dtype']}] {result['impl']}:"
     if result["status"] != "ok":
         return f"{head} {result['status']}: {result['error'][:300]}"
+    rounds = ", ".join(f"{t:.3f}" for t in result["round_step_s"])
     return (
-        f"{head} {result['images_per_s']:.2f} img/s, {result['cpu_s_per_step']:.2f} CPU s/step, "
-        f"{result['minor_faults_per_step']:.0f} faults/step, {result['gmacs_per_s']:.1f} GMAC/s, "
-        f"peak {result['peak_memory_mb']:.0f} MB"
+        f"{head} {rounds} s/step per round, {result['images_per_s']:.2f} img/s, {result['cpu_s_per_step']:.2f} CPU "
+        f"s/step, {result['minor_faults_per_step']:.0f} faults/step, {result['gmacs_per_s']:.1f} GMAC/s "
+        f"({result['peak_fraction']:.0%} of peak), peak {result['peak_memory_mb']:.0f} MB"
     )
 
 
 def ratios(results: list[dict]) -> list[dict]:
-    """pvt_hf (eager, compiled) against each reference, per preset, shape and mode: speed = reference step time /
-    ours (> 1: we are faster), cpu = reference CPU seconds per step / ours, memory = ours / reference (< 1: we use
-    less)."""
-    ok = {(r["preset"], r["shape"], r["mode"], r["impl"]): r for r in results if r["status"] == "ok"}
+    """pvt_hf (eager, compiled) against each reference, per preset, shape, mode and dtype: speed = reference step
+    time / ours (> 1: we are faster), cpu = reference CPU seconds per step / ours, both as the median of the rounds'
+    ratios with their range; memory = ours / reference (< 1: we use less)."""
+    ok = {(r["preset"], r["shape"], r["mode"], r["dtype"], r["impl"]): r for r in results if r["status"] == "ok"}
     rows = []
-    for (preset, shape, mode, impl), ours in ok.items():
+    for (*case, impl), ours in ok.items():
         for reference in REFERENCES:
-            theirs = ok.get((preset, shape, mode, reference))
-            if impl in OURS and theirs is not None:
-                rows.append(
-                    {
-                        "preset": preset,
-                        "shape": shape,
-                        "mode": mode,
-                        "impl": impl,
-                        "reference": reference,
-                        "speed_ratio": theirs["median_step_s"] / ours["median_step_s"],
-                        "cpu_ratio": theirs["cpu_s_per_step"] / ours["cpu_s_per_step"],
-                        "memory_ratio": ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9),
-                    }
-                )
+            theirs = ok.get((*case, reference))
+            if impl not in OURS or theirs is None:
+                continue
+            row = dict(zip(("preset", "shape", "mode", "dtype"), case, strict=True), impl=impl, reference=reference)
+            for name, key in (("speed", "round_step_s"), ("cpu", "round_cpu_s")):
+                per_round = [t / o for t, o in zip(theirs[key], ours[key], strict=True)]
+                row |= {f"{name}_ratio": statistics.median(per_round), f"{name}_ratio_rounds": per_round}
+            row["memory_ratio"] = ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9)
+            rows.append(row)
     return rows
 
 
 def markdown(report: dict) -> str:
     machine, settings = report["machine"], report["settings"]
+    peaks = machine["matmul_peak_gmacs"]
     return (
         "\n".join(
             [
@@ -193,23 +218,22 @@ def markdown(report: dict) -> str:
                 "",
                 f"{machine['date']} · {machine.get('gpu', machine['cpu'])} · {machine['cpu_count']} CPUs "
                 f"({machine['torch_threads']} torch threads) · torch {machine['torch']} · transformers "
-                f"{machine['transformers']} · {settings['device']} {settings['dtype']} · "
-                f"median of {settings['repeats']} steps after {settings['warmup']} warm-up"
+                f"{machine['transformers']} · {settings['device']} · {settings['rounds']} rounds of "
+                f"{settings['repeats']} steps after {settings['warmup']} warm-up · load average "
+                f"{machine['load_average']}"
                 + "".join(f" · {k}={v}" for k, v in machine.get("environment", {}).items()),
                 "",
-                "Inputs up to 224x224 run the classification models, larger ones the backbones. Speed ratio = "
-                "reference step time / pvt_hf step time (> 1: pvt_hf faster); CPU ratio = the same in CPU seconds of "
-                "the process per step (every thread; steadier than wall time on a shared machine); memory ratio = "
-                "pvt_hf peak / reference peak (< 1: pvt_hf smaller). Faults: minor page faults per step (first "
-                "touches of fresh pages). GMAC/s: forward "
-                "MACs (`pvt_hf.count_macs`) per second of step"
-                + (
-                    f", against a {machine['matmul_peak_gmacs']:.0f} GMAC/s float32 matmul peak measured by the run"
-                    if machine.get("matmul_peak_gmacs")
-                    else ""
-                )
-                + ". Peak MB: above the weights (input, activations, gradients, optimizer state); step MB: above what "
-                "is held between steps (CPU: resident set, one process per measurement).",
+                "Inputs up to 224x224 run the classification models, larger ones the backbones; bf16 is autocast. "
+                "Implementations of one mode and dtype are timed in alternation in one process. Speed ratio = "
+                "reference step time / pvt_hf step time (> 1: pvt_hf faster), the median of the rounds' ratios "
+                "[their range]; CPU ratio = the same in CPU seconds of the process per step (every thread; steadier "
+                "than wall time on a shared machine); memory ratio = pvt_hf peak / reference peak (< 1: pvt_hf "
+                "smaller). Faults: minor page faults per step (first touches of fresh pages). GMAC/s: forward MACs "
+                "(`pvt_hf.count_macs`) per second of step; % peak: the step's MACs (3x the forward's for training) "
+                f"per second against the GEMM peak the run measured ({peaks['fp32']:.0f} GMAC/s fp32, "
+                f"{peaks['bf16']:.0f} bf16). Peak MB: above the weights (input, activations, gradients, optimizer "
+                "state); step MB: above what is held between steps (CPU: resident set, one process per "
+                "measurement).",
                 "",
                 *_results_table(report),
                 "",
@@ -224,28 +248,40 @@ def markdown(report: dict) -> str:
 
 def _results_table(report: dict) -> list[str]:
     references = sorted({r["reference"] for r in report["ratios"]}, key=REFERENCES.index)
-    ratio = {(r["preset"], r["shape"], r["mode"], r["impl"], r["reference"]): r for r in report["ratios"]}
-    columns = ["preset", "input", "task", "mode", "impl", "img/s", "CPU s/step", "faults/step", "GMAC/s", "peak MB"]
-    columns += ["step MB"] + [f"{kind} vs {ref}" for ref in references for kind in ("speed", "CPU", "memory")]
-    columns += ["notes"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 5 + "---:|" * (len(columns) - 6) + "---|"]
-    presets, shapes = report["settings"]["presets"], report["settings"]["shapes"]
+    ratio = {(r["preset"], r["shape"], r["mode"], r["dtype"], r["impl"], r["reference"]): r for r in report["ratios"]}
+    columns = ["preset", "input", "task", "mode", "dtype", "impl", "s/step per round", "img/s", "CPU s/step"]
+    columns += ["faults/step", "GMAC/s", "% peak", "peak MB", "step MB"]
+    columns += [f"{kind} vs {ref}" for ref in references for kind in ("speed", "CPU", "memory")] + ["notes"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 6 + "---:|" * (len(columns) - 7) + "---|"]
+    settings = report["settings"]
 
-    def order(r):  # the command line's order, every implementation of one mode together
-        return presets.index(r["preset"]), shapes.index(r["shape"]), r["mode"], IMPLS.index(r["impl"])
+    def order(r):  # the command line's order, every implementation of one mode and dtype together
+        return (
+            settings["presets"].index(r["preset"]),
+            settings["shapes"].index(r["shape"]),
+            r["mode"],
+            settings["dtypes"].index(r["dtype"]),
+            IMPLS.index(r["impl"]),
+        )
+
+    def spread(found, name):
+        low, high = min(found[f"{name}_ratio_rounds"]), max(found[f"{name}_ratio_rounds"])
+        return f"{found[f'{name}_ratio']:.2f} [{low:.2f}-{high:.2f}]"
 
     for r in sorted(report["results"], key=order):
-        cells = [r["preset"], r["shape"], r["task"], r["mode"], r["impl"]]
+        cells = [r["preset"], r["shape"], r["task"], r["mode"], r["dtype"], r["impl"]]
         if r["status"] != "ok":
             error = r["error"][:120].replace("|", "/").replace("\n", " ")
-            lines.append("| " + " | ".join(cells + ["-"] * (len(columns) - 6) + [error]) + " |")
+            lines.append("| " + " | ".join(cells + ["-"] * (len(columns) - 7) + [error]) + " |")
             continue
-        cells += [f"{r['images_per_s']:.2f}", f"{r['cpu_s_per_step']:.2f}", f"{r['minor_faults_per_step']:.0f}"]
-        cells += [f"{r['gmacs_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_memory_mb']:.0f}"]
+        cells += [", ".join(f"{t:.3f}" for t in r["round_step_s"]), f"{r['images_per_s']:.2f}"]
+        cells += [f"{r['cpu_s_per_step']:.2f}", f"{r['minor_faults_per_step']:.0f}", f"{r['gmacs_per_s']:.1f}"]
+        cells += [f"{r['peak_fraction']:.0%}", f"{r['peak_memory_mb']:.0f}", f"{r['step_memory_mb']:.0f}"]
         for ref in references:
-            found = ratio.get((r["preset"], r["shape"], r["mode"], r["impl"], ref))
-            keys = ("speed_ratio", "cpu_ratio", "memory_ratio")
-            cells += [f"{found[k]:.2f}" for k in keys] if found else ["-"] * 3
+            found = ratio.get((r["preset"], r["shape"], r["mode"], r["dtype"], r["impl"], ref))
+            cells += (
+                [spread(found, "speed"), spread(found, "cpu"), f"{found['memory_ratio']:.2f}"] if found else ["-"] * 3
+            )
         notes = [f"compile {r['compile_s']:.0f} s"] if "compile_s" in r else []
         notes += [f"max diff vs eager {r['max_abs_diff_vs_eager']:.1e}"] if "max_abs_diff_vs_eager" in r else []
         lines.append("| " + " | ".join(cells + [", ".join(notes)]) + " |")

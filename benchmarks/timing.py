@@ -41,10 +41,12 @@ def time_steps(fn, repeats: int, warmup: int = 0, sync=None, before_timing=None)
     }
 
 
-def matmul_peak_gmacs(size: int = 2048, repeats: int = 5) -> float:
-    """Multiply-accumulates per second (1e9) of a large float32 GEMM with torch's current threads: the best of
-    `repeats` (the machine's attainable peak, what a model's GMAC/s is compared to)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    timings = time_steps(lambda: torch.mm(a, b, out=out), repeats, warmup=1)
+def matmul_peak_gmacs(dtype: torch.dtype = torch.float32, device: str = "cpu", repeats: int = 5) -> float:
+    """Multiply-accumulates per second (1e9) of a large GEMM in `dtype` with torch's current threads: the best of
+    `repeats` (the machine's attainable peak in that dtype, what a model's GMAC/s is compared to)."""
+    size = 2048 if device == "cpu" else 8192
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    timings = time_steps(lambda: torch.mm(a, b, out=out), repeats, warmup=1, sync=sync)
     return size**3 / min(timings["step_times_s"]) / 1e9

@@ -7,6 +7,7 @@ memory belongs to this measurement alone; the result is printed as one ``RESULT 
 import ctypes
 import gc
 import json
+import statistics
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,6 +18,7 @@ from .common import build, forward_macs, loss_fn
 from .timing import time_steps, timed_call
 
 RESULT_PREFIX = "RESULT "
+SPEC_KEYS = ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")
 
 
 class PeakMemory:
@@ -99,10 +101,11 @@ def make_step(model, spec: dict, pixels: torch.Tensor, device: torch.device):
     return step
 
 
-def measure(spec: dict) -> dict:
-    """Throughput and peak memory of `spec` (keys: impl, mode, preset, task, batch, height, width, warmup, repeats,
-    device, dtype, threads, weights)."""
-    result = {key: spec[key] for key in ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")}
+def prepare(spec: dict) -> tuple[dict, object, PeakMemory, object]:
+    """The model of `spec` (keys: impl, mode, preset, task, batch, height, width, warmup, repeats, device, dtype,
+    threads, weights) built, its step closure called once (compiling, for the compiled implementation): (the result
+    so far, the step, the memory meter, the device's sync)."""
+    result = {key: spec[key] for key in SPEC_KEYS}
     device = torch.device(spec["device"])
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -132,17 +135,21 @@ def measure(spec: dict) -> dict:
         diff = max((a - b).abs().max().item() for a, b in zip(first_output, expected, strict=True))
         result["max_abs_diff_vs_eager"] = diff
         del expected
-    del first_output
-    timings = time_steps(step, spec["repeats"], spec["warmup"] - 1, sync, before_timing=memory.start_peak)
+    return result, step, memory, sync
+
+
+def with_timings(result: dict, spec: dict, timings: dict) -> dict:
+    """`result` with `timings` (from `time_steps`) and the throughput they give."""
     macs = forward_macs(spec["preset"], spec["task"], spec["batch"], spec["height"], spec["width"])
     result.update(
         status="ok",
         **timings,
         images_per_s=spec["batch"] / timings["median_step_s"],
         forward_gmacs=macs / 1e9,
-        # forward MACs only: for a training step (forward + ~2x in the backward) this understates the work
+        # forward MACs per second of step: for a training step (forward + ~2x in the backward) this understates the
+        # work, which step_gmacs_per_s (3x the forward's MACs) estimates
         gmacs_per_s=macs / 1e9 / timings["median_step_s"],
-        **memory.readings(),
+        step_gmacs_per_s=macs / 1e9 * (3 if spec["mode"] == "train" else 1) / timings["median_step_s"],
         threads=torch.get_num_threads(),
     )
     if spec["impl"] == "pvt_hf_compiled":
@@ -150,13 +157,56 @@ def measure(spec: dict) -> dict:
     return result
 
 
+def measure(spec: dict) -> dict:
+    """Throughput and peak memory of `spec` alone (see `prepare`)."""
+    result, step, memory, sync = prepare(spec)
+    timings = time_steps(step, spec["repeats"], spec["warmup"] - 1, sync, before_timing=memory.start_peak)
+    return with_timings(result, spec, timings) | memory.readings()
+
+
+def interleave(specs: list[dict], rounds: int) -> list[dict]:
+    """The specs' steps timed in alternation in this process, `rounds` times `repeats` steps each, so that every
+    implementation meets the same machine state: per spec, the medians over all steps and each round's medians
+    ("round_step_s", "round_cpu_s"; ratios between implementations are taken round by round). No memory readings:
+    every model is resident at once."""
+    prepared, results = {}, {}
+    for i, spec in enumerate(specs):
+        try:
+            prepared[i] = prepare(spec)
+        except Exception as error:  # noqa: BLE001 - any failure is a benchmark result to report
+            results[i] = failure(spec, error)
+    rounds_of = {i: [] for i in prepared}
+    for round_ in range(rounds):
+        for i, (_, step, _, sync) in prepared.items():
+            warmup = specs[i]["warmup"] - 1 if round_ == 0 else 0
+            rounds_of[i].append(time_steps(step, specs[i]["repeats"], warmup, sync))
+    for i, timings in rounds_of.items():
+        steps = {
+            key: [x for t in timings for x in t[key]] for key in ("step_times_s", "step_cpu_s", "step_minor_faults")
+        }
+        merged = {
+            **steps,
+            "median_step_s": statistics.median(steps["step_times_s"]),
+            "cpu_s_per_step": statistics.median(steps["step_cpu_s"]),
+            "minor_faults_per_step": statistics.median(steps["step_minor_faults"]),
+            "round_step_s": [t["median_step_s"] for t in timings],
+            "round_cpu_s": [t["cpu_s_per_step"] for t in timings],
+        }
+        results[i] = with_timings(prepared[i][0], specs[i], merged)
+    del prepared
+    return [results[i] for i in range(len(specs))]
+
+
+def failure(spec: dict, error: Exception) -> dict:
+    return {**{k: spec[k] for k in SPEC_KEYS}, "status": "error", "error": f"{type(error).__name__}: {error}"[:2000]}
+
+
 def safe_measure(spec: dict) -> dict:
     """`measure`, with a failure (e.g. torch.compile's) recorded instead of raised."""
     try:
         return measure(spec)
     except Exception as error:  # noqa: BLE001 - any failure is a benchmark result to report
-        keys = ("preset", "task", "impl", "mode", "batch", "height", "width", "dtype")
-        return {**{k: spec[k] for k in keys}, "status": "error", "error": f"{type(error).__name__}: {error}"[:2000]}
+        return failure(spec, error)
 
 
 if __name__ == "__main__":

@@ -15,33 +15,40 @@ from benchmarks.common import canonical_weights  # noqa: E402
 
 
 def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+    """The smoke test of the comparison with timm and transformers: both checked against pvt_hf on the same weights,
+    then timed in alternation with it, fp32 and bf16 autocast, inference and training step."""
     threads = torch.get_num_threads()
     assert harness.main(["--quick", "--in-process", "--threads", "1", "--output", str(tmp_path)]) == 0
     assert torch.get_num_threads() == threads
 
     report = json.loads((tmp_path / "results.json").read_text())
     assert {"machine", "settings", "checks", "results", "ratios"} <= set(report)
-    assert {"date", "cpu", "cpu_count", "torch", "transformers"} <= set(report["machine"])
-    assert report["machine"]["matmul_peak_gmacs"] > 0
-    [check] = report["checks"]
-    assert check["impl"] == "transformers" and check["passed"] and check["max_abs_diff"] <= 1e-4
-    assert {(r["impl"], r["mode"]) for r in report["results"]} == {
-        (impl, mode) for impl in ("pvt_hf", "transformers") for mode in ("inference", "train")
+    machine = report["machine"]
+    assert {"date", "cpu", "cpu_count", "torch", "transformers", "cpu_flags", "torch_cpu_capability"} <= set(machine)
+    assert machine["matmul_peak_gmacs"]["fp32"] > 0 and machine["matmul_peak_gmacs"]["bf16"] > 0
+    assert len(machine["load_average"]) == 2  # at the start and at the end
+    assert {c["impl"]: c["passed"] and c["max_abs_diff"] <= 1e-4 for c in report["checks"]} == {
+        "transformers": True,
+        "timm": True,
     }
+    impls, modes, dtypes = ("pvt_hf", "transformers", "timm"), ("inference", "train"), ("fp32", "bf16")
+    assert sorted((r["impl"], r["mode"], r["dtype"]) for r in report["results"]) == sorted(
+        (i, m, d) for i in impls for m in modes for d in dtypes
+    )
     for result in report["results"]:
         assert result["status"] == "ok", result
-        assert result["images_per_s"] > 0 and len(result["step_times_s"]) == 1
+        assert result["images_per_s"] > 0 and len(result["step_times_s"]) == len(result["round_step_s"]) == 2
         assert {"median_step_s", "first_call_s", "peak_memory_mb", "step_memory_mb", "memory_method"} <= set(result)
         assert result["cpu_s_per_step"] > 0 and result["minor_faults_per_step"] >= 0 and result["gmacs_per_s"] > 0
-        assert len(result["step_cpu_s"]) == len(result["step_minor_faults"]) == 1
-    assert {(r["impl"], r["reference"], r["mode"]) for r in report["ratios"]} == {
-        ("pvt_hf", "transformers", "inference"),
-        ("pvt_hf", "transformers", "train"),
-    }
-    assert all(r["cpu_ratio"] > 0 for r in report["ratios"])
+        assert 0 < result["peak_fraction"] and len(result["round_cpu_s"]) == 2
+    assert sorted((r["reference"], r["mode"], r["dtype"]) for r in report["ratios"]) == sorted(
+        (ref, m, d) for ref in impls[1:] for m in modes for d in dtypes
+    )
+    for row in report["ratios"]:
+        assert len(row["speed_ratio_rounds"]) == 2 and min(row["cpu_ratio_rounds"]) <= row["cpu_ratio"]
     table = (tmp_path / "results.md").read_text()
-    assert "| pvt-v2-b0 | 2x64x64 | classification | inference | pvt_hf |" in table
-    assert "| pvt-v2-b0 | 2x64x64 | transformers | logits |" in table
+    assert "| pvt-v2-b0 | 2x64x64 | classification | train | bf16 | pvt_hf |" in table
+    assert "| pvt-v2-b0 | 2x64x64 | timm | logits |" in table
 
 
 def test_worker_runs_in_its_own_process(tmp_path):

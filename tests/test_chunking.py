@@ -4,9 +4,10 @@ plain MLP at every input geometry, and training untouched."""
 import pytest
 import torch
 from conftest import tiny_config
+from torch.utils.flop_counter import FlopCounterMode
 
-from pvt_hf import PvtBackbone, PvtForImageClassification
-from pvt_hf.modeling_pvt import PvtMlp
+from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtSegmentationConfig
+from pvt_hf.modeling_pvt import FUSED_CONV_GELU, PvtMlp
 
 
 @pytest.fixture
@@ -94,21 +95,79 @@ def test_training_does_not_chunk(chunk_counter):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_gelu_backward_in_one_buffer_equals_generic_backward():
-    """The exact-GELU backward that reuses one buffer gives the generic (torch.func.vjp) backward's gradients."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_backward_in_one_buffer_equals_generic_backward(dtype):
+    """The exact-GELU backward that reuses one buffer gives the generic (torch.func.vjp) backward's gradients, also
+    under bf16 autocast (bfloat16 activations, float32 weights)."""
     from pvt_hf.modeling_pvt import ActivationThenLinear
 
     torch.manual_seed(0)
-    hidden, weight, bias = torch.randn(2, 50, 24), torch.randn(8, 24), torch.randn(8)
-    grad_output = torch.randn(2, 50, 8)
+    hidden, weight, bias = torch.randn(2, 50, 24, dtype=dtype), torch.randn(8, 24), torch.randn(8)
+    grad_output = torch.randn(2, 50, 8, dtype=dtype)
     grads = []
     for exact_gelu in (True, False):
         inputs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
-        ActivationThenLinear.apply(*inputs, torch.nn.functional.gelu, exact_gelu).backward(grad_output)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = ActivationThenLinear.apply(*inputs, torch.nn.functional.gelu, exact_gelu)
+        out.backward(grad_output)
         grads.append([t.grad for t in inputs])
     for fast, generic in zip(*grads, strict=True):
-        assert torch.equal(fast, generic)
+        assert fast.dtype == generic.dtype and torch.equal(fast, generic)
+    if dtype != torch.float32:
+        return
     plain = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
     torch.nn.functional.linear(torch.nn.functional.gelu(plain[0]), plain[1], plain[2]).backward(grad_output)
     for fast, reference in zip(grads[0], [t.grad for t in plain], strict=True):
         torch.testing.assert_close(fast, reference)
+
+
+@pytest.mark.parametrize(
+    "preset, model_class, size",
+    [
+        ("pvt-tiny", PvtForImageClassification, (224, 224)),  # runs of tokens
+        ("pvt-v2-b0", PvtForImageClassification, (224, 224)),  # whole samples
+        ("pvt-v2-b2-li", PvtForImageClassification, (224, 224)),
+        ("pvt-tiny-semantic-fpn-ade20k", PvtForSemanticSegmentation, (512, 640)),
+        ("pvt-v2-b0-upernet-ade20k", PvtForSemanticSegmentation, (512, 640)),  # groups of hidden channels
+        ("pvt-v2-b2-li-semantic-fpn-ade20k", PvtForSemanticSegmentation, (512, 640)),
+    ],
+)
+def test_meta_forward_without_gradients_counts_as_with_them(preset, model_class, size):
+    """Counting FLOPs on the meta device, the usual way, under no_grad (the chunked path, where meta has no autocast
+    backend to ask) as with gradients (the plain path): the same count, every chunk's products included."""
+    config_class = PvtConfig if model_class is PvtForImageClassification else PvtSegmentationConfig
+    with torch.device("meta"):
+        model = model_class(config_class.from_preset(preset)).eval()
+    counts = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            model(torch.empty(2, 3, *size, device="meta"))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.skipif(not FUSED_CONV_GELU, reason="this torch build has no oneDNN conv with a fused GELU")
+@pytest.mark.parametrize("family", ["v2", "v2-li"])  # v1's MLP has no conv
+def test_chunks_and_fused_conv_gelu_under_bf16_autocast(family, chunk_counter, monkeypatch):
+    """Inference under bf16 autocast runs in chunks too (computed and written in bfloat16, samples whole: several per
+    chunk here, bitwise the unchunked result) and with the depth-wise conv and GELU fused (one rounding to bfloat16
+    where the plain path has two): as close to the float32 model as the plain (gradient-mode) path, or closer."""
+    torch.manual_seed(0)
+    config = tiny_config(family, out_indices=[0, 1, 2, 3])
+    model = PvtBackbone(config).eval().requires_grad_(False)
+    pixels = torch.randn(4, 3, 96, 128)  # stage 1: 24x32 tokens x 32 hidden x 2 bytes = 48 KiB a sample
+    monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**16)
+    with torch.no_grad():
+        exact = model(pixels).feature_maps
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(pixels).feature_maps  # grad mode on: the plain MLP
+        with torch.no_grad():
+            chunked = model(pixels).feature_maps
+            assert chunk_counter["mlp"] == 2 * sum(config.depths)  # the float32 run's and this one's
+            assert chunk_counter["linear writes"] > chunk_counter["mlp"]
+            monkeypatch.setattr(PvtMlp, "chunk_bytes", 2**62)
+            whole = model(pixels).feature_maps
+    for c, w, p, e in zip(chunked, whole, plain, exact, strict=True):
+        assert c.dtype == p.dtype == torch.bfloat16 and torch.equal(c, w)
+        error, plain_error = (c.float() - e).abs().mean(), (p.float() - e).abs().mean()
+        assert error <= 1.1 * plain_error, (error, plain_error)

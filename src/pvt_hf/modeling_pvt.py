@@ -22,6 +22,8 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_pvt import PvtConfig
 
 LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
+# oneDNN's convolution with a fused elementwise op (what torch.compile's CPU backend calls), where this build has it
+FUSED_CONV_GELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -31,6 +33,12 @@ def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
+
+
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for `device_type`; False for a device without an autocast backend (meta, where torch's
+    own query raises)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 class PvtPatchEmbed(nn.Module):
@@ -149,7 +157,7 @@ class ActivationThenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         hidden, weight = ctx.saved_tensors
-        if ctx.exact_gelu and grad_output.dtype == hidden.dtype == weight.dtype and not torch.compiler.is_compiling():
+        if ctx.exact_gelu and grad_output.dtype == hidden.dtype and not torch.compiler.is_compiling():
             return ActivationThenLinear.gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight)
         # torch.func.vjp rather than autograd.grad: it compiles with fullgraph=True. Under autocast the forward ran in
         # grad_output's dtype; the gradients of the fp32 weights are cast back, as autocast's own casts would.
@@ -167,12 +175,13 @@ class ActivationThenLinear(torch.autograd.Function):
     def gelu_backward_in_one_buffer(ctx, grad_output, hidden, weight):
         """The same ops for the exact GELU, in one buffer of `hidden`'s size: GELU(hidden) for fc2's weight gradient,
         then overwritten by the gradient of GELU's output, then by that of its input. (Three fresh buffers of the
-        MLP's widest size per backward would be three new mappings, paid for in page faults.)"""
+        MLP's widest size per backward would be three new mappings, paid for in page faults.) Under autocast the
+        weight is cast to the activations' dtype and its gradients back, as in the generic backward."""
         buffer = F.gelu(hidden)
         flat_grad = grad_output.flatten(0, -2)
-        grad_weight = flat_grad.T @ buffer.flatten(0, -2) if ctx.needs_input_grad[1] else None
-        grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        torch.matmul(grad_output, weight, out=buffer)
+        grad_weight = (flat_grad.T @ buffer.flatten(0, -2)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = flat_grad.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        torch.matmul(grad_output, weight.to(grad_output.dtype), out=buffer)
         torch.ops.aten.gelu_backward.grad_input(buffer, hidden, grad_input=buffer)
         return buffer, grad_weight, grad_bias, None, None
 
@@ -204,37 +213,65 @@ class PvtMlp(nn.Module):
     def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         dropout = self.training and self.dropout.p > 0
         # Chunks in eager inference only: compiled, exported and traced graphs plan their buffers themselves (chunks
-        # would be unrolled into them), and under autocast the in-place writes would meet a second dtype.
+        # would be unrolled into them).
         traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        if not (torch.is_grad_enabled() or dropout or traced or torch.is_autocast_enabled(tokens.device.type)):
+        if not (torch.is_grad_enabled() or dropout or traced):
             return self.forward_in_chunks(tokens, height, width)
         hidden = self.fc1(tokens)
         if self.relu is not None:
             hidden = self.relu(hidden)
+        if not torch.is_grad_enabled():
+            activated = self.conv_and_activate(hidden, height, width)
+            return self.dropout(self.fc2(self.dropout(activated)))
         if self.dwconv is not None:
             hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
-        if torch.is_grad_enabled() and not dropout:
+        if not dropout:
             # Recording gradients: recompute the activation in the backward. (Active dropout between activation and
             # fc2 would store a tensor of that size anyway: plain ops then.)
             return ActivationThenLinear.apply(hidden, self.fc2.weight, self.fc2.bias, self.act, self.inplace_gelu)
-        return self.dropout(self.fc2(self.dropout(self.activate(hidden))))
+        return self.dropout(self.fc2(self.dropout(self.act(hidden))))
 
     def activate(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten.gelu_(hidden) if self.inplace_gelu and not torch.is_grad_enabled() else self.act(hidden)
 
+    def conv_and_activate(self, hidden: torch.Tensor, height: int, width: int, group=slice(None)) -> torch.Tensor:
+        """Without gradients: the activation of the depth-wise conv of `hidden` (tokens; `group`: the conv's hidden
+        channels that `hidden` holds), or of `hidden` itself without the conv. On CPU, the exact GELU runs inside
+        oneDNN's conv kernel, on its output while in cache: one pass fewer over the MLP's widest tensor."""
+        if self.dwconv is None:
+            return self.activate(hidden)
+        weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
+        feature_map = tokens_to_map(hidden, height, width)
+        dtype, groups = feature_map.dtype, weight.shape[0]
+        fused = FUSED_CONV_GELU and self.inplace_gelu and feature_map.device.type == "cpu"
+        if (
+            fused
+            and dtype in (torch.float32, torch.bfloat16)
+            and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+        ):
+            # autocast does not cast for this op: the conv's parameters are cast as autocast would have
+            weight, bias = weight.to(dtype), bias.to(dtype)
+            args = ([1, 1], [1, 1], [1, 1], groups, "gelu", [], "none")  # padding, stride, dilation; exact GELU
+            return map_to_tokens(torch.ops.mkldnn._convolution_pointwise(feature_map, weight, bias, *args))
+        return self.activate(map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=groups)))
+
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
-        (no conv), else whole samples, else groups of one sample's hidden channels."""
-        out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features)
-        token_bytes = self.fc1.out_features * tokens.element_size()
-        samples = self.chunk_bytes // (height * width * token_bytes)
+        (no conv), else whole samples, else groups of one sample's hidden channels. Under autocast everything is
+        computed and written in its dtype, and a sample runs whole even above the budget: fc2's parts from groups of
+        channels would each be rounded to that dtype before they are added up."""
+        autocast = autocasting(tokens.device.type)
+        dtype = torch.get_autocast_dtype(tokens.device.type) if autocast else tokens.dtype
+        out = tokens.new_empty(*tokens.shape[:-1], self.fc2.out_features, dtype=dtype)
+        token_bytes = self.fc1.out_features * dtype.itemsize
+        samples = self.chunk_bytes // (height * width * token_bytes) or int(autocast)
         if self.dwconv is None:
             flat_in, flat_out = tokens.reshape(1, -1, tokens.shape[-1]), out.view(1, -1, out.shape[-1])
             self.run_chunks(flat_in, flat_out, 1, max(self.chunk_bytes // token_bytes, 1), height, width)
         elif samples:
             self.run_chunks(tokens, out, 0, samples, height, width)
         else:
-            channels = 2 ** max((self.chunk_bytes // (height * width * tokens.element_size())).bit_length() - 1, 0)
+            channels = 2 ** max((self.chunk_bytes // (height * width * dtype.itemsize)).bit_length() - 1, 0)
             for sample in range(tokens.shape[0]):
                 self.run_channel_groups(tokens[sample], out[sample], channels, height, width)
         return out
@@ -245,9 +282,8 @@ class PvtMlp(nn.Module):
             hidden = self.fc1(chunk)
             if self.relu is not None:
                 hidden = self.relu(hidden)
-            if self.dwconv is not None:
-                hidden = map_to_tokens(self.dwconv(tokens_to_map(hidden, height, width)))
-            self.linear_into(self.fc2, self.activate(hidden), out.narrow(dim, start, chunk.shape[dim]))
+            activated = self.conv_and_activate(hidden, height, width)
+            self.linear_into(self.fc2, activated, out.narrow(dim, start, chunk.shape[dim]))
 
     def run_channel_groups(self, tokens, out, channels: int, height: int, width: int) -> None:
         """One sample (tokens (H*W, C) -> out) `channels` hidden channels at a time: the 3x3 conv is depth-wise, so
@@ -257,20 +293,19 @@ class PvtMlp(nn.Module):
             hidden = torch.addmm(self.fc1.bias[group], tokens, self.fc1.weight[group].T)
             if self.relu is not None:
                 hidden = self.relu(hidden)
-            weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
-            feature_map = tokens_to_map(hidden[None], height, width)
-            hidden = map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=weight.shape[0]))[0]
+            activated = self.conv_and_activate(hidden[None], height, width, group)
             fc2_part = self.fc2.weight[:, group].T
-            if start == 0:
-                torch.addmm(self.fc2.bias, self.activate(hidden), fc2_part, out=out)
-            else:
-                out.addmm_(self.activate(hidden), fc2_part)
+            # addmm with out= rather than addmm_: FlopCounterMode counts only the former
+            torch.addmm(self.fc2.bias if start == 0 else out, activated[0], fc2_part, out=out)
 
     @staticmethod
     def linear_into(linear: nn.Linear, inputs: torch.Tensor, out: torch.Tensor) -> None:
-        """`out[...] = linear(inputs)`, written in place (`out` contiguous)."""
-        flat_out = out.view(-1, out.shape[-1])
-        torch.addmm(linear.bias, inputs.reshape(-1, inputs.shape[-1]), linear.weight.T, out=flat_out)
+        """`out[...] = linear(inputs)`, written in place (`out` contiguous), in `out`'s dtype (autocast does not cast
+        for an `out=` op)."""
+        flat_out, dtype = out.view(-1, out.shape[-1]), out.dtype
+        torch.addmm(
+            linear.bias.to(dtype), inputs.reshape(-1, inputs.shape[-1]), linear.weight.to(dtype).T, out=flat_out
+        )
 
 
 def drop_path(hidden: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
