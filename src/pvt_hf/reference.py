@@ -201,7 +201,7 @@ def timm_reference(config: PvtConfig, official: dict[str, torch.Tensor]) -> nn.M
         mlp_ratios=tuple(config.mlp_ratios),
         qkv_bias=config.qkv_bias,
         linear=config.linear_sra,
-    )
+    ).to(next(iter(official.values())).dtype)  # the weights' own precision (float64 in the equivalence tests)
     model.load_state_dict(conversion.TIMM_TO_OFFICIAL.apply(official, reverse=True)[0])
     return model.eval()
 
