@@ -121,6 +121,7 @@ def test_tiny_checkpoints_of_every_layout_convert_with_equal_outputs(tmp_path, f
     assert_converted_folder_reproduces(model, tmp_path / "out", task)
 
 
+@pytest.mark.slow  # --verify runs full-size models in float64, which has no fast CPU kernels
 @pytest.mark.parametrize("name", ["pvt-small", "pvt-v2-b2", "pvt-v2-b2-li"])
 def test_full_size_official_checkpoints_convert_through_the_cli(tmp_path, name, capsys):
     model = random_model(PvtConfig.from_preset(name))
