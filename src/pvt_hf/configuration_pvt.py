@@ -22,6 +22,12 @@ _V1_V2 = dict(
     stage_norms=(False, True),
     conv_init=("default", "fan_out"),
 )
+# The official code's LayerNorms (v1 and v2 alike): `nn.LayerNorm(dim)`, eps 1e-5, in the patch embeddings and the
+# spatial reductions; `partial(nn.LayerNorm, eps=1e-6)` in the blocks and the closing norms.
+OFFICIAL_LAYER_NORM_EPS = dict(
+    layer_norm_eps=1e-6, patch_embed_layer_norm_eps=1e-5, spatial_reduction_layer_norm_eps=1e-5
+)
+_EPS_FIELDS = tuple(OFFICIAL_LAYER_NORM_EPS)
 LAYOUT_SWITCHES = tuple(k for k in _V1_V2 if k != "conv_init")
 # The fields that decide a trunk's tensors and what it computes (not its initialisation, dropout or input size).
 ARCHITECTURE_FIELDS = (
@@ -31,7 +37,7 @@ ARCHITECTURE_FIELDS = (
     *LAYOUT_SWITCHES,
     "qkv_bias",
     "hidden_act",
-    "layer_norm_eps",
+    *_EPS_FIELDS,
 )
 _BOOLEANS = (*(k for k in LAYOUT_SWITCHES if k != "pooling"), "qkv_bias")
 CONV_INITS = ("fan_out", "default")
@@ -43,6 +49,7 @@ _STAGES = dict(
     num_attention_heads=[1, 2, 5, 8],
     sr_ratios=[8, 4, 2, 1],
     mlp_ratios=[8, 8, 4, 4],
+    **OFFICIAL_LAYER_NORM_EPS,
 )
 _V1 = dict(_STAGES, **{k: v1 for k, (v1, _) in _V1_V2.items()})
 _V2 = dict(_STAGES, **{k: v2 for k, (_, v2) in _V1_V2.items()})
@@ -118,6 +125,12 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         v1's code, PyTorch's default. Unset (a config.json written before the field existed), it follows
         `stage_norms`, which used to decide it.
 
+    layer_norm_eps (`float`): eps of the blocks' LayerNorms and the closing ones (v2's stage norms, v1's final norm).
+    patch_embed_layer_norm_eps, spatial_reduction_layer_norm_eps (`float`): eps of the patch embeddings' LayerNorms
+        and of the spatial reductions' (SRA, linear SRA). The official code has 1e-5 there and 1e-6 in the blocks; the
+        presets and converted checkpoints carry those values. Unset (a config.json written before these fields
+        existed, when one eps served every norm), they equal `layer_norm_eps`, so a saved model computes as before.
+
     image_size (`int`): input size the position embeddings are sized for.
     hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate: dropout after the position embedding and in the
         MLP / attention output, attention-probability dropout, stochastic-depth rate (linear over all blocks).
@@ -147,6 +160,8 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     drop_path_rate: float = 0.0
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-6
+    patch_embed_layer_norm_eps: float | None = None
+    spatial_reduction_layer_norm_eps: float | None = None
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -178,7 +193,10 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in _BOOLEANS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PvtConfig.{name} must be true or false (a boolean), got {getattr(self, name)!r}")
-        for name in (*_RATES, "initializer_range", "layer_norm_eps"):
+        for name in _EPS_FIELDS[1:]:
+            if getattr(self, name) is None:
+                setattr(self, name, self.layer_norm_eps)
+        for name in (*_RATES, "initializer_range", *_EPS_FIELDS):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"PvtConfig.{name} must be a number, got {value!r}")
@@ -242,4 +260,4 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**{**PRESETS[name], **with_default_labels(overrides, imagenet_1k_labels)})
 
 
-__all__ = ["PRESETS", "PvtConfig", "imagenet_1k_labels"]
+__all__ = ["OFFICIAL_LAYER_NORM_EPS", "PRESETS", "PvtConfig", "imagenet_1k_labels"]

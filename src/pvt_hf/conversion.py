@@ -9,6 +9,7 @@ weights), then one table maps official names to pvt_hf's. Sources:
 - ``transformers``: transformers' own ``PvtForImageClassification`` / ``PvtModel`` (v1) and ``PvtV2*`` (v2).
 """
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers.configuration_utils import PreTrainedConfig
 
-from .configuration_pvt import LAYOUT_SWITCHES, PRESETS, PvtConfig, label_fields
+from .configuration_pvt import LAYOUT_SWITCHES, OFFICIAL_LAYER_NORM_EPS, PRESETS, PvtConfig, label_fields
 from .modeling_pvt import PvtBackbone, PvtForImageClassification
 
 SOURCES = ("official", "timm", "transformers")
@@ -407,8 +408,9 @@ def build_config(
     official: dict[str, torch.Tensor], preset: str | None = None, config: PvtConfig | None = None, **overrides
 ) -> PvtConfig:
     """A config for an official-layout state dict: the given config or preset (refused if the weights contradict
-    it), or the published variant the weights are. Heads cannot be read off weights, so a structure that is no
-    published variant needs `config` (or `num_attention_heads=` among the overrides)."""
+    it), or the published variant the weights are, with the official code's LayerNorm eps. Heads cannot be read off
+    weights, so a structure that is no published variant needs `config` (or `num_attention_heads=` among the
+    overrides)."""
     structure = infer_structure(official)
     if config is None:
         name = preset or preset_for(structure)
@@ -422,7 +424,7 @@ def build_config(
             config = PvtConfig.from_preset(name, **overrides)
         else:
             sr_ratios = {"sr_ratios": [1] * len(structure["depths"])} if structure["linear_sra"] else {}
-            config = PvtConfig(**structure | sr_ratios | overrides)
+            config = PvtConfig(**structure | sr_ratios | OFFICIAL_LAYER_NORM_EPS | overrides)
     if found := contradictions(structure, config.to_dict()):
         raise ConversionError(
             "The checkpoint contradicts the requested configuration"
@@ -528,24 +530,32 @@ def _convert_semantic_fpn(state_dict, source, preset, config):
 
 
 def verify_against_reference(
-    model: torch.nn.Module, official: dict[str, torch.Tensor], source: str, task: str, seed: int = 0
+    model: torch.nn.Module, official: dict[str, torch.Tensor], task: str, seed: int = 0
 ) -> tuple[float, str]:
-    """Run `model` and an independent implementation holding the same weights on the same random inputs; returns the
-    largest absolute difference and what it was compared with. The reference is timm for timm checkpoints when timm
-    imports, otherwise transformers' own PVT. transformers' v1 is only correct at 224x224 (it reshapes its position
-    tables with the target grid), so v1 is compared there; its backbone's stage 4 has no reference (transformers' v1
-    always runs the class token), so a v1 backbone is compared on stages 1-3."""
-    from .reference import independent_reference, transformers_v1_stage_maps  # reference.py builds on this module
+    """Run `model` and an independent implementation of the official code holding the same weights (timm's pvt_v2
+    where it imports and expresses the layout, else transformers' own PVT with the official LayerNorm eps), both in
+    float64 so that only rounding separates them, on the same random inputs; returns the largest relative max-abs
+    difference of their outputs and the reference's name. transformers' v1 reshapes its position tables with the target
+    grid, so off 224 it is handed tables interpolated by the official formula; its stage 4 always runs the class
+    token, so a v1 backbone is compared on stages 1-3."""
+    from .reference import (  # reference.py builds on this module
+        give_transformers_v1_tables,
+        independent_reference,
+        relative_difference,
+        transformers_v1_stage_maps,
+    )
 
     config = model.config
-    reference, name = independent_reference(config, official, source, task)
+    reference, name = independent_reference(config, official, task)
+    model, reference = copy.deepcopy(model).double().eval(), reference.double()
     v1 = config.absolute_pos_embed
-    sizes = [(224, 224)] if v1 else [(224, 224), (256, 320)]
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
-    model.eval()
-    for height, width in sizes:
-        pixels = torch.randn(2, config.num_channels, height, width, generator=generator)
+    for height, width in [(224, 224), (256, 320)]:
+        if v1 and (height, width) != (config.image_size, config.image_size):
+            give_transformers_v1_tables(reference, config, height, width)
+        # one image: float64 has no fast CPU kernels, and rounding-level agreement needs no batch statistics
+        pixels = torch.randn(1, config.num_channels, height, width, generator=generator, dtype=torch.float64)
         with torch.no_grad():
             if task == "classification":
                 ours, theirs = [model(pixels).logits], [_logits(reference, pixels)]
@@ -554,8 +564,9 @@ def verify_against_reference(
                 theirs = transformers_v1_stage_maps(reference, pixels, config)
             else:
                 ours = list(model(pixels, output_hidden_states=True).hidden_states)
-                theirs = list(reference(pixels).feature_maps)
-        worst = max([worst] + [max_abs_difference(a, b) for a, b in zip(ours, theirs, strict=True)])
+                out = reference(pixels)
+                theirs = list(out.feature_maps if hasattr(out, "feature_maps") else out)
+        worst = max([worst] + [relative_difference(a, b) for a, b in zip(ours, theirs, strict=True)])
     return worst, name
 
 

@@ -138,7 +138,8 @@ def model_card(
     metric = (
         f"Reported by the paper for {variant}: **{paper}**."
         if paper
-        else "The source's metrics apply: the conversion changes no numbers (verified to 1e-4 against a reference)."
+        else "The source's metrics apply: the conversion changes no numbers (`--verify` checks the outputs against "
+        "an implementation of the official code, in float64, to rounding)."
     )
     facts = {
         "variant": variant or "custom",

@@ -49,7 +49,7 @@ class PvtPatchEmbed(nn.Module):
         stride = config.patch_sizes[stage]
         kernel, padding = (2 * stride - 1, stride - 1) if config.overlapping_patch_embed else (stride, 0)
         self.proj = nn.Conv2d(in_channels, config.hidden_sizes[stage], kernel, stride=stride, padding=padding)
-        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.patch_embed_layer_norm_eps)
 
     def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         feature_map = self.proj(feature_map)
@@ -106,7 +106,7 @@ class PvtAttention(nn.Module):
         elif self.sr_ratio > 1:
             self.spatial_reduction = nn.Conv2d(hidden_size, hidden_size, self.sr_ratio, stride=self.sr_ratio)
         if config.linear_sra or self.sr_ratio > 1:
-            self.reduction_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+            self.reduction_norm = nn.LayerNorm(hidden_size, eps=config.spatial_reduction_layer_norm_eps)
 
     def reduce(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The sequence keys and values are computed from."""

@@ -1,5 +1,6 @@
-"""Independent implementations holding pvt_hf's weights: transformers' own PVT (v1 `Pvt*`, v2 `PvtV2*`) and, where
-it imports (it needs torchvision), timm's ``pvt_v2_*``. The converter's ``--verify``, the fidelity tests and the
+"""Independent implementations holding pvt_hf's weights and computing what the official code computes: timm's
+``pvt_v2`` (a port of the official v2 code; it needs torchvision) and transformers' own PVT (v1 `Pvt*`, v2 `PvtV2*`)
+with each LayerNorm's eps set as the official code has it. The converter's ``--verify``, the fidelity tests and the
 benchmarks compare pvt_hf with these.
 
 Weights travel through the official key names (`pvt_hf.conversion`), so every implementation holds the same numbers.
@@ -12,6 +13,11 @@ from torch import nn
 from . import conversion
 from .configuration_pvt import LAYOUT_SWITCHES, PRESETS, PvtConfig
 from .modeling_pvt import PvtForImageClassification
+
+# The official code (classification/pvt.py, pvt_v2.py and the detection / segmentation copies) builds the patch
+# embeddings' and the spatial reductions' LayerNorms as `nn.LayerNorm(dim)`, PyTorch's eps, and the blocks' and closing
+# ones with `partial(nn.LayerNorm, eps=1e-6)`. Stated here apart from pvt_hf's presets, which the references check.
+OFFICIAL_BLOCK_EPS, OFFICIAL_EMBEDDING_AND_REDUCTION_EPS = 1e-6, 1e-5
 
 
 class TensorOutputs(nn.Module):
@@ -50,12 +56,14 @@ def pvt_hf_outputs(model: nn.Module) -> TensorOutputs:
 
 
 def transformers_reference(config: PvtConfig, task: str = "classification") -> nn.Module | None:
-    """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s hyper-parameters and random
-    weights, or None where transformers cannot express `config` (the v2 paper's intermediate ablations)."""
+    """transformers' own implementation (v1: `Pvt*`, v2: `PvtV2*`) with `config`'s layout and random weights, or None
+    where transformers cannot express `config` (the v2 paper's intermediate ablations). Its LayerNorms have the
+    official code's eps, whatever `config` says: transformers' one `layer_norm_eps` (1e-6) is set to 1e-5 in the patch
+    embeddings and the spatial reductions, so the model computes what the official code does."""
     import transformers
 
-    shared = ("depths", "hidden_sizes", "num_attention_heads", "mlp_ratios", "num_labels", "layer_norm_eps", "qkv_bias")
-    common = {k: getattr(config, k) for k in shared}
+    shared = ("depths", "hidden_sizes", "num_attention_heads", "mlp_ratios", "num_labels", "qkv_bias")
+    common = {k: getattr(config, k) for k in shared} | {"layer_norm_eps": OFFICIAL_BLOCK_EPS}
     # transformers has v1 and v2 (with or without linear SRA), none of the Table-6 steps between them
     switches = [k for k in LAYOUT_SWITCHES if k != "linear_sra"]
     if all(getattr(config, k) == PRESETS["pvt-tiny"][k] for k in LAYOUT_SWITCHES):
@@ -79,7 +87,20 @@ def transformers_reference(config: PvtConfig, task: str = "classification") -> n
         model_class = transformers.PvtV2Backbone if task == "backbone" else transformers.PvtV2ForImageClassification
     else:
         return None
-    return model_class(reference_config).eval()
+    model = model_class(reference_config).eval()
+    for module in model.modules():
+        if type(module).__name__ in _EMBEDDING_AND_REDUCTION_MODULES and hasattr(module, "layer_norm"):
+            module.layer_norm.eps = OFFICIAL_EMBEDDING_AND_REDUCTION_EPS
+    return model
+
+
+# transformers' modules holding the LayerNorm of a patch embedding or of a spatial reduction (as `layer_norm`)
+_EMBEDDING_AND_REDUCTION_MODULES = (
+    "PvtPatchEmbeddings",
+    "PvtEfficientSelfAttention",
+    "PvtV2OverlapPatchEmbeddings",
+    "PvtV2SelfAttention",
+)
 
 
 def load_into_transformers(reference: nn.Module, official: dict[str, torch.Tensor]) -> None:
@@ -152,17 +173,35 @@ def transformers_outputs(config: PvtConfig, official: dict, task: str, height: i
 
 
 def timm_reference(config: PvtConfig, official: dict[str, torch.Tensor]) -> nn.Module:
-    """timm's ``pvt_v2_*`` holding `official` weights. Raises ImportError where timm does not import (it needs
-    torchvision), `ConversionError` (a ValueError) for what timm lacks: v1 and the v2 paper's ablations."""
+    """timm's ``PyramidVisionTransformerV2`` (the class of its ``pvt_v2_*`` models) with `config`'s depths, widths,
+    heads and ratios, holding `official` weights. Raises ImportError where timm does not import (it needs
+    torchvision), `ConversionError` (a ValueError) for what timm cannot express: v1, the v2 paper's ablations, other
+    patch sizes or activations."""
     try:
-        import timm
+        from timm.models.pvt_v2 import PyramidVisionTransformerV2
     except Exception as error:  # absent, or broken by its torchvision dependency
         raise ImportError(f"timm does not import: {type(error).__name__}: {error}") from error
 
-    name = conversion.preset_for(config.to_dict())
-    if name is None or not name.startswith("pvt-v2"):
-        raise conversion.ConversionError("timm only has the published PVT v2 variants")
-    model = timm.create_model(name.replace("-", "_"), pretrained=False, num_classes=config.num_labels)
+    v2 = PRESETS["pvt-v2-b0"]
+    if (
+        any(getattr(config, k) != v2[k] for k in LAYOUT_SWITCHES if k != "linear_sra")
+        or config.patch_sizes != [4] + [2] * (len(config.depths) - 1)
+        or config.hidden_act != "gelu"
+    ):
+        raise conversion.ConversionError(
+            "timm's pvt_v2 has PVT v2's layout only (patch sizes 4, 2, 2, ..., GELU, with or without linear SRA)"
+        )
+    model = PyramidVisionTransformerV2(
+        in_chans=config.num_channels,
+        num_classes=config.num_labels,
+        depths=tuple(config.depths),
+        embed_dims=tuple(config.hidden_sizes),
+        num_heads=tuple(config.num_attention_heads),
+        sr_ratios=tuple(config.sr_ratios),
+        mlp_ratios=tuple(config.mlp_ratios),
+        qkv_bias=config.qkv_bias,
+        linear=config.linear_sra,
+    ).to(next(iter(official.values())).dtype)  # the weights' own precision (float64 in the equivalence tests)
     model.load_state_dict(conversion.TIMM_TO_OFFICIAL.apply(official, reverse=True)[0])
     return model.eval()
 
@@ -187,24 +226,29 @@ def timm_outputs(config: PvtConfig, official: dict, task: str) -> TensorOutputs:
 # ------------------------------------------------------------------------------------------------------ --verify
 
 
-def independent_reference(
-    config: PvtConfig, official: dict[str, torch.Tensor], source: str, task: str
-) -> tuple[nn.Module, str]:
-    """An independent implementation holding `official` weights, and its name: timm for timm classification
-    checkpoints where timm imports, otherwise transformers' own PVT (whose backbone returns `feature_maps`, which the
-    verification compares stage by stage; timm's model returns only its last map)."""
-    if source == "timm" and task == "classification":
-        try:
-            return timm_reference(config, official), "timm"
-        except Exception:  # timm absent (it needs torchvision) or not this variant: fall back to transformers
-            pass
+def independent_reference(config: PvtConfig, official: dict[str, torch.Tensor], task: str) -> tuple[nn.Module, str]:
+    """An implementation holding `official` weights that computes what the official code computes, and its name:
+    timm's pvt_v2 for the PVT v2 layouts it expresses, where timm imports (backbone task: its four stage maps),
+    otherwise transformers' own PVT with the official LayerNorm eps (its backbone returns `feature_maps`)."""
+    try:
+        model = timm_reference(config, official)
+    except (ImportError, ValueError):  # timm absent (never required: it needs torchvision) or not this layout
+        pass
+    else:
+        return (model if task == "classification" else _TimmFeatureMaps(model).eval()), "timm"
     reference = transformers_reference(config, task)
     if reference is None:
         raise conversion.ConversionError(
             "transformers cannot express this configuration, so there is nothing to verify against"
         )
     load_into_transformers(reference, official)
-    return reference, "transformers"
+    return reference, "transformers (official LayerNorm eps)"
+
+
+def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected|, the relative max-abs difference of two outputs; infinite if either
+    holds a NaN or an infinity."""
+    return conversion.max_abs_difference(actual, expected) / expected.abs().max().item()
 
 
 __all__ = [
@@ -216,6 +260,7 @@ __all__ = [
     "load_into_transformers",
     "logits",
     "pvt_hf_outputs",
+    "relative_difference",
     "timm_outputs",
     "timm_reference",
     "transformers_outputs",
