@@ -36,15 +36,15 @@ from pvt_hf import (
     count_macs,
 )
 from pvt_hf.conversion import (
+    CHECKPOINT_KINDS,
     SOURCES,
-    TASKS,
     ConversionError,
     convert_state_dict,
     load_checkpoint,
     pvt_hf_to_official,
-    verify_against_reference,
 )
 from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
+from pvt_hf.reference import verify_against_reference
 
 VERIFY_TOLERANCE = 1e-4
 # task -> (model class, image processor, input size of the MACs in the model card)
@@ -71,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--task",
         default="classification",
-        choices=TASKS,
+        choices=CHECKPOINT_KINDS,
         help="classification: the whole model with its ImageNet head; backbone: the backbone.* weights of an "
         "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint); semantic-fpn: a whole "
         "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head)",

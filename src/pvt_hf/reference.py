@@ -1,6 +1,6 @@
 """Independent implementations holding pvt_hf's weights: transformers' own PVT (v1 `Pvt*`, v2 `PvtV2*`) and, where
-it imports (it needs torchvision), timm's ``pvt_v2_*``. The converter's ``--verify``, the fidelity tests and the
-benchmarks compare pvt_hf with these.
+it imports (it needs torchvision), timm's ``pvt_v2_*``. The converter's ``--verify`` (`verify_against_reference`,
+here), the fidelity tests and the benchmarks compare pvt_hf with these.
 
 Weights travel through the official key names (`pvt_hf.conversion`), so every implementation holds the same numbers.
 `TensorOutputs` turns any of them, or a pvt_hf model, into ``pixel_values -> tuple of tensors``.
@@ -207,6 +207,48 @@ def independent_reference(
     return reference, "transformers"
 
 
+def verify_against_reference(
+    model: torch.nn.Module, official: dict[str, torch.Tensor], source: str, task: str, seed: int = 0
+) -> tuple[float, str]:
+    """Run `model` and an independent implementation holding the same weights on the same random inputs; returns the
+    largest absolute difference and what it was compared with. The reference is timm for timm checkpoints when timm
+    imports, otherwise transformers' own PVT. transformers' v1 is only correct at 224x224 (it reshapes its position
+    tables with the target grid), so v1 is compared there; its backbone's stage 4 has no reference (transformers' v1
+    always runs the class token), so a v1 backbone is compared on stages 1-3."""
+    config = model.config
+    reference, name = independent_reference(config, official, source, task)
+    v1 = config.absolute_pos_embed
+    sizes = [(224, 224)] if v1 else [(224, 224), (256, 320)]
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model.eval()
+    for height, width in sizes:
+        pixels = torch.randn(2, config.num_channels, height, width, generator=generator)
+        with torch.no_grad():
+            if task == "classification":
+                ours, theirs = [model(pixels).logits], [_logits(reference, pixels)]
+            elif v1:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states[:3])
+                theirs = transformers_v1_stage_maps(reference, pixels, config)
+            else:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states)
+                theirs = list(reference(pixels).feature_maps)
+        worst = max([worst] + [max_abs_difference(a, b) for a, b in zip(ours, theirs, strict=True)])
+    return worst, name
+
+
+def max_abs_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b|, infinite if either holds a NaN or an infinity (a NaN difference would vanish in Python's max)."""
+    if not (a.isfinite().all() and b.isfinite().all()):
+        return float("inf")
+    return (a - b).abs().max().item()
+
+
+def _logits(reference, pixels):
+    out = reference(pixels)
+    return out.logits if hasattr(out, "logits") else out
+
+
 __all__ = [
     "TensorOutputs",
     "feature_maps",
@@ -215,10 +257,12 @@ __all__ = [
     "last_hidden_state",
     "load_into_transformers",
     "logits",
+    "max_abs_difference",
     "pvt_hf_outputs",
     "timm_outputs",
     "timm_reference",
     "transformers_outputs",
     "transformers_reference",
     "transformers_v1_stage_maps",
+    "verify_against_reference",
 ]
