@@ -10,6 +10,9 @@ Examples:
     # an official mmsegmentation Semantic FPN checkpoint (ADE20K)
     python convert/convert_pvt_checkpoint.py --source official --checkpoint fpn_pvt_s_ade20k_40k.pth \\
         --task semantic-fpn --output pvt-small-semantic-fpn-ade20k --verify
+    # an official mmdetection RetinaNet / Mask R-CNN checkpoint (COCO)
+    python convert/convert_pvt_checkpoint.py --source official --checkpoint retinanet_pvt_v2_b2_fpn_1x_coco.pth \\
+        --task retinanet --output pvt-v2-b2-retinanet-coco
     # timm weights, transformers' own checkpoints (a folder or a Hub repo id)
     python convert/convert_pvt_checkpoint.py --source timm --checkpoint pvt_v2_b0.safetensors --output pvt-v2-b0
     python convert/convert_pvt_checkpoint.py --source transformers --checkpoint OpenGVLab/pvt_v2_b2 \\
@@ -29,9 +32,12 @@ import pvt_hf
 from pvt_hf import (
     PRESETS,
     PvtBackbone,
+    PvtDetectorImageProcessor,
     PvtForImageClassification,
     PvtForSemanticSegmentation,
     PvtHfImageProcessor,
+    PvtMaskRCNNForInstanceSegmentation,
+    PvtRetinaNetForObjectDetection,
     PvtSegmentationImageProcessor,
     count_macs,
 )
@@ -43,6 +49,7 @@ from pvt_hf.conversion import (
     load_checkpoint,
     pvt_hf_to_official,
 )
+from pvt_hf.conversion_detectors import DETECTOR_TASKS, convert_detector
 from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
 from pvt_hf.reference import verify_against_reference
 
@@ -52,6 +59,9 @@ TASK_MODELS = {
     "classification": (PvtForImageClassification, PvtHfImageProcessor(), 224),
     "backbone": (PvtBackbone, PvtHfImageProcessor(), 224),
     "semantic-fpn": (PvtForSemanticSegmentation, PvtSegmentationImageProcessor(do_reduce_labels=True), 512),
+    # the detectors' post-processing (NMS) does not run on the meta device: no MACs in their cards
+    "retinanet": (PvtRetinaNetForObjectDetection, PvtDetectorImageProcessor(), None),
+    "mask-rcnn": (PvtMaskRCNNForInstanceSegmentation, PvtDetectorImageProcessor(), None),
 }
 
 
@@ -71,10 +81,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--task",
         default="classification",
-        choices=CHECKPOINT_KINDS,
+        choices=(*CHECKPOINT_KINDS, *DETECTOR_TASKS),
         help="classification: the whole model with its ImageNet head; backbone: the backbone.* weights of an "
         "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint); semantic-fpn: a whole "
-        "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head)",
+        "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head); retinanet / mask-rcnn: a whole "
+        "mmdetection 2.13 RetinaNet / Mask R-CNN checkpoint",
     )
     parser.add_argument("--output", required=True, help="the folder to write (refused if not empty, see --overwrite)")
     parser.add_argument(
@@ -99,7 +110,8 @@ def main(argv=None) -> int:
         return 1
     try:
         path = resolve_checkpoint(args.checkpoint)
-        state_dict, config, report = convert_state_dict(load_checkpoint(path), args.source, args.task, args.preset)
+        convert = convert_detector if args.task in DETECTOR_TASKS else convert_state_dict
+        state_dict, config, report = convert(load_checkpoint(path), args.source, args.task, args.preset)
     except (ConversionError, HubError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -114,9 +126,10 @@ def main(argv=None) -> int:
         if non_finite:
             print(f"error: non-finite (NaN / inf) values in {', '.join(non_finite)}", file=sys.stderr)
             return 2
-        # the Semantic FPN head has no independent implementation to run: its tensors map one to one by name, and
-        # the backbone is what is verified
-        trunk, trunk_task = (model.backbone, "backbone") if args.task == "semantic-fpn" else (model, args.task)
+        # the Semantic FPN and detector heads have no independent implementation to run here (their tensors map by
+        # name; tests/test_detectors.py checks the detectors' against mmdetection's): the backbone is verified
+        dense = args.task in ("semantic-fpn", *DETECTOR_TASKS)
+        trunk, trunk_task = (model.backbone, "backbone") if dense else (model, args.task)
         try:
             official = pvt_hf_to_official(trunk.state_dict())
             difference, reference = verify_against_reference(trunk, official, args.source, trunk_task)
@@ -136,7 +149,7 @@ def main(argv=None) -> int:
         args.source,
         args.checkpoint,
         params=sum(p.numel() for p in model.parameters()),
-        macs=count_macs(model, macs_size, macs_size),
+        macs=count_macs(model, macs_size, macs_size) if macs_size else None,
         macs_size=macs_size,
         repo_id=args.push_to_hub,
     )

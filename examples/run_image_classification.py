@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from transformers import AutoModelForImageClassification
 
 from pvt_hf import PRESETS, PvtConfig, data, training
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.classification import (
     ClassificationTrainTransform,
     TrainItem,
@@ -64,6 +65,7 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)
@@ -99,7 +101,8 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_image_classification")
     num_labels = len(splits.id2label)
     for epoch in progress.epochs(model):
-        for batch in progress.batches(data.train_loader(train_set, args, epoch, TASK, transform, collate, world)):
+        loader = data.train_loader(train_set, args, epoch, TASK, transform, collate, world, num_labels)
+        for batch in progress.batches(loader):
             mixing = training.mixing_generator(args.seed, progress.step, rank)
             pixels, targets = mixup_cutmix(
                 batch["pixel_values"],
@@ -113,13 +116,14 @@ def main(argv=None):
             with accelerator.accumulate(model):
                 logits = model(pixel_values=pixels.to(accelerator.device)).logits
                 loss = soft_target_cross_entropy(logits, targets.to(accelerator.device))
-                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm, progress.guard)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

@@ -11,17 +11,27 @@ resume -> training loop -> evaluation -> save / push.
 Defaults follow the PVT+DETR setup (v1 paper, Table 6): AdamW lr 1e-4, weight decay 1e-4, 50 epochs with the
 learning rate divided by 10 at epoch 33, gradient clipping 0.1, random horizontal flip and multi-scale resize (shorter
 side 480..800, longer at most 1333), DETR's losses and Hungarian matching. Evaluation: COCO box AP by pycocotools,
-through the saved image processor. With no --dataset_name, a synthetic shapes dataset (COCO format, generated once)
-trains a small Deformable DETR (plain DETR needs far longer schedules to stop predicting one mean box per query).
+through the saved image processor, whose post-processing is the head's (Deformable DETR's or DETR's). With no
+--dataset_name, a synthetic shapes dataset (COCO format, generated once) trains a small Deformable DETR (plain DETR
+needs far longer schedules to stop predicting one mean box per query).
 """
 
 import argparse
 
 import torch
 from accelerate.utils import set_seed
-from transformers import AutoModelForObjectDetection
+from transformers import AutoModelForObjectDetection, DeformableDetrConfig
 
-from pvt_hf import DETECTION_PRESETS, PvtDeformableDetrConfig, PvtDetrConfig, PvtDetrImageProcessor, data, training
+from pvt_hf import (
+    DETECTION_PRESETS,
+    PvtDeformableDetrConfig,
+    PvtDeformableDetrImageProcessor,
+    PvtDetrConfig,
+    PvtDetrImageProcessor,
+    data,
+    training,
+)
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.detection import Collate, DetectionTrainTransform, TrainItem, eval_targets
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 
@@ -70,6 +80,7 @@ def config_from_preset(args):
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)
@@ -83,12 +94,15 @@ def main(argv=None):
     plan = training.plan_steps(args, splits.train_size, world)
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
     transform = TrainItem(DetectionTrainTransform(scales, args.max_size))
-    processor = PvtDetrImageProcessor(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # --------------------------------------------------------------------------------------------------- model
     model = training.build_model(
         args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args)
     )
+    # the processor whose post-processing is the head's: Deformable DETR's sigmoid top-k, or DETR's softmax
+    deformable = isinstance(model.config, DeformableDetrConfig)
+    processor_class = PvtDeformableDetrImageProcessor if deformable else PvtDetrImageProcessor
+    processor = processor_class(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
     optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
@@ -99,19 +113,20 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_object_detection")
     for epoch in progress.epochs(model):
         for batch in progress.batches(
-            data.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world)
+            data.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world, len(splits.id2label))
         ):
             labels = [{k: v.to(accelerator.device) for k, v in target.items()} for target in batch["labels"]]
             with accelerator.accumulate(model):
                 pixels, mask = batch["pixel_values"].to(accelerator.device), batch["pixel_mask"].to(accelerator.device)
                 loss = model(pixel_values=pixels, pixel_mask=mask, labels=labels).loss
-                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm, progress.guard)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor, args)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

@@ -46,6 +46,7 @@ from pvt_hf import (
     data,
     training,
 )
+from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.segmentation import Mask2FormerCollate, SegmentationTrainTransform, TrainItem, collate, eval_labels
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
@@ -113,6 +114,7 @@ def mask2former_predict(model, processor, images, device) -> list[torch.Tensor]:
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
+    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
     training.check_hub_access(args)
     accelerator = training.make_accelerator(args)
@@ -164,7 +166,7 @@ def main(argv=None):
             one_image = training.batch_norm_on_running_stats_for_one_sample(model, len(batch["pixel_values"]))
             with accelerator.accumulate(model), one_image:
                 loss = loss_of(model, batch, accelerator.device)
-                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm)
+                training.backward_step(accelerator, model, optimizer, loss, args.max_grad_norm, progress.guard)
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -173,6 +175,7 @@ def main(argv=None):
         accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with
     )
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
+    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

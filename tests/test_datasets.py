@@ -188,8 +188,8 @@ def test_hub_ids_with_documented_defaults(tmp_path, monkeypatch):
 
 def test_clear_errors(tmp_path):
     coco = fx.detection_datasets_coco(tmp_path / "coco").root
-    with pytest.raises(ValueError, match="--bbox_format"):  # a local mirror declares nothing: never guessed
-        data.load_splits("detection", dataset_name=str(coco))
+    with pytest.raises(ValueError, match="--bbox_format xywh"):  # a mirror of no known schema: never guessed
+        data.load_splits("detection", dataset_name=str(fx.cppe5(tmp_path / "cppe5").root))
     with pytest.raises(ValueError, match="cannot be xyxy"):
         data.load_splits("detection", dataset_name=str(fx.cppe5(tmp_path / "cppe5").root), bbox_format="xyxy")
     with pytest.raises(ValueError, match="COCO folder"):

@@ -13,6 +13,7 @@ from pvt_hf import (
     PRESETS,
     SEGMENTATION_PRESETS,
     PvtDeformableDetrConfig,
+    PvtDeformableDetrImageProcessor,
     PvtDetrConfig,
     PvtDetrImageProcessor,
     PvtForSemanticSegmentation,
@@ -114,7 +115,8 @@ def test_detection_trains_on_images_with_and_without_objects(kind, family):
     model = detection_model(kind, family)
     out = train_step(model, pixel_values=torch.randn(2, 3, 96, 128), labels=detection_targets())
     assert out.logits.shape[:2] == (2, 10) and out.pred_boxes.shape == (2, 10, 4)
-    results = PvtDetrImageProcessor().post_process_object_detection(out, threshold=0.0, target_sizes=[(96, 128)] * 2)
+    processor = PvtDeformableDetrImageProcessor() if kind == "deformable" else PvtDetrImageProcessor()
+    results = processor.post_process_object_detection(out, threshold=0.0, target_sizes=[(96, 128)] * 2)
     assert results[0]["boxes"].shape[-1] == 4 and len(results[0]["scores"]) == len(results[0]["labels"])
 
 
@@ -285,8 +287,9 @@ def test_detection_and_segmentation_pipelines_on_saved_folders(tmp_path, fresh_p
     assert all(0 <= b["box"]["xmin"] <= b["box"]["xmax"] <= 643 for b in boxes)
     segments = pipeline("image-segmentation", model=seg, trust_remote_code=False)(image)
     assert segments and all(s["mask"].size == (643, 481) for s in segments)
-    deformable = save_folder(detection_model("deformable", "v2"), PvtDetrImageProcessor(), tmp_path / "ddetr")
-    assert len(pipeline("object-detection", model=deformable, trust_remote_code=False)(image, threshold=0.0)) == 10
+    deformable = save_folder(detection_model("deformable", "v2"), PvtDeformableDetrImageProcessor(), tmp_path / "ddetr")
+    # Deformable DETR's post-processing: the top 100 (query, class) pairs, here all 10 x 3
+    assert len(pipeline("object-detection", model=deformable, trust_remote_code=False)(image, threshold=0.0)) == 30
     # the same answers from the folders' remote code in a process without pvt_hf
     clean = fresh_python(PIPELINES, detr, seg, tmp_path / "image.png")
     assert [(b["label"], b["box"]) for b in clean["boxes"]] == [(b["label"], b["box"]) for b in boxes]

@@ -4,6 +4,7 @@ never a silent wrong result, a changed config or a lost file. Also the heads' in
 import inspect
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from conftest import convert, tiny_config
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tiny_heads import detection_model, mask2former_model, segmentation_model
+from tiny_heads import detection_model, mask2former_model, segmentation_model, tiny_detector
 from torch.utils.flop_counter import FlopCounterMode
 
 import pvt_hf
@@ -22,7 +23,9 @@ from pvt_hf import (
     PvtForImageClassification,
     PvtForSemanticSegmentation,
     PvtHfImageProcessor,
+    PvtMaskRCNNForInstanceSegmentation,
     PvtModel,
+    PvtRetinaNetForObjectDetection,
     PvtSegmentationConfig,
     PvtSegmentationImageProcessor,
 )
@@ -229,7 +232,15 @@ def test_float_images_in_unit_range_get_transformers_warning(caplog):
     torch.testing.assert_close(scaled[0, :, 0, 0], (0.5 - mean) / std, atol=0.01, rtol=0)  # (8-bit resampling)
 
 
-@pytest.mark.parametrize("name", ["PvtHfImageProcessor", "PvtDetrImageProcessor", "PvtSegmentationImageProcessor"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PvtHfImageProcessor",
+        "PvtDetrImageProcessor",
+        "PvtDeformableDetrImageProcessor",
+        "PvtSegmentationImageProcessor",
+    ],
+)
 def test_empty_batch_and_grayscale_arrays(name):
     processor = getattr(pvt_hf, name)
     with pytest.raises(ValueError, match="empty list of images"):
@@ -267,6 +278,32 @@ def semantic_fpn_reference(model):
     return expected
 
 
+def mmdetection_detector_reference(model):
+    """mmdetection 2.13's initialisation of the official configs' RetinaNet / Mask R-CNN, by formula: FPN convs
+    Xavier-uniform; RetinaHead and RPNHead convs normal(0, 0.01), RetinaHead's classifier bias -log(99) (prior 0.01);
+    Shared2FCBBoxHead's shared fcs Xavier-normal, fc_cls normal(0, 0.01), fc_reg normal(0, 0.001); FCNMaskHead's
+    convs, upsample and logits Kaiming-normal fan-out; zero biases."""
+    expected = {}
+    for name, param in model.named_parameters():
+        if name.startswith("backbone."):
+            continue
+        receptive = param[0, 0].numel() if param.ndim == 4 else 1
+        fan_in, fan_out = param.shape[1] * receptive if param.ndim > 1 else 0, param.shape[0] * receptive
+        if name.endswith("classification_head.cls_logits.bias"):
+            expected[name] = (-math.log(99), 0.0)
+        elif param.ndim == 1:
+            expected[name] = (0.0, 0.0)
+        elif name.startswith(("neck.", "roi_heads.box_head.")):
+            expected[name] = (0.0, (2.0 / (fan_in + fan_out)) ** 0.5)
+        elif name.startswith(("retinanet.", "rpn.")) or "cls_score" in name:
+            expected[name] = (0.0, 0.01)
+        elif "bbox_pred" in name:
+            expected[name] = (0.0, 0.001)
+        else:
+            expected[name] = (0.0, (2.0 / fan_out) ** 0.5)
+    return expected
+
+
 def transformers_twin(model):
     """transformers' own model of the same architecture with the same sizes and a PVT backbone (UperNet, DETR,
     Deformable DETR): its freshly initialised parameters are the reference statistics."""
@@ -291,6 +328,8 @@ def transformers_twin(model):
 def reference_statistics(model):
     if isinstance(model, PvtForSemanticSegmentation) and model.config.decode_head == "semantic_fpn":
         return semantic_fpn_reference(model)
+    if isinstance(model, (PvtRetinaNetForObjectDetection, PvtMaskRCNNForInstanceSegmentation)):
+        return mmdetection_detector_reference(model)
     return transformers_twin(model)
 
 
@@ -304,6 +343,8 @@ HEAD_PRESETS = {  # tensors large enough for their statistics to say something
         "deformable", "v2", **DETR_SIZES, encoder_n_points=2, decoder_n_points=2
     ),
     "mask2former": lambda: mask2former_model(num_labels=4),  # its reference: transformers' own Mask2Former
+    "retinanet": lambda: tiny_detector("retinanet", fpn_channels=32, num_labels=5),
+    "mask_rcnn": lambda: tiny_detector("mask-rcnn", fpn_channels=32, num_labels=5),
 }
 
 

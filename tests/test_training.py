@@ -183,6 +183,9 @@ def test_dense_scripts_produce_hub_ready_folders(tmp_path, script, keys):
         "modeling_pvt_heads.py",
     } <= files
     assert keys[0] in (tmp_path / "README.md").read_text()
+    if script == "run_object_detection.py":  # a Deformable DETR, evaluated and saved with its own processor
+        saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+        assert saved["image_processor_type"] == "PvtDeformableDetrImageProcessor"
     if script == "run_semantic_segmentation.py":  # the folder reproduces its own number, through its own processor
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
@@ -410,7 +413,7 @@ def make_checkpoint(folder):
 def test_resuming_from_a_damaged_checkpoint_names_what_is_wrong(tmp_path, damage, error):
     checkpoint = make_checkpoint(tmp_path / "checkpoint-3")
     damage(checkpoint)
-    accelerator = argparse.Namespace(process_index=0)
+    accelerator = argparse.Namespace(process_index=0, num_processes=1)
     for target in ("latest", str(checkpoint)):
         args = argparse.Namespace(resume_from_checkpoint=target, output_dir=str(tmp_path))
         with pytest.raises((FileNotFoundError, ValueError), match=re.escape(error)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import convert, tiny_config
 from safetensors.torch import load_file, save_file
-from tiny_heads import SMALL_DETR, detection_model, mask2former_model, segmentation_model
+from tiny_heads import SMALL_DETR, detection_model, mask2former_model, segmentation_model, tiny_detector
 
 from pvt_hf import (
     PvtBackbone,
@@ -26,6 +26,8 @@ DENSE_MODELS = {
     "detr": lambda family: detection_model("detr", family),
     "deformable_detr": lambda family: detection_model("deformable", family),
     "mask2former": mask2former_model,
+    "retinanet": lambda family: tiny_detector("retinanet", family),
+    "mask_rcnn": lambda family: tiny_detector("mask-rcnn", family),
 }
 
 

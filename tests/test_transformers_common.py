@@ -22,6 +22,7 @@ from transformers.testing_utils import slow
 from pvt_hf import (
     PvtBackbone,
     PvtConfig,
+    PvtDeformableDetrImageProcessor,
     PvtDetrConfig,
     PvtDetrImageProcessor,
     PvtForImageClassification,
@@ -243,6 +244,16 @@ class TestPvtDetrImageProcessorCommon(PvtImageProcessingCommonTests, _post_proce
         self.image_processor_tester = PvtDetrImageProcessingTester(
             self, self.processor_class, num_labels=4, **self.processor_kwargs
         )
+
+
+TestPvtDeformableDetrImageProcessorCommon = type(
+    "TestPvtDeformableDetrImageProcessorCommon",
+    (PvtImageProcessingCommonTests, unittest.TestCase),
+    {
+        "processor_class": PvtDeformableDetrImageProcessor,
+        "processor_kwargs": dict(size={"shortest_edge": 40, "longest_edge": 64}),
+    },
+)
 
 
 class PvtUperNetTester(PvtModelTester):

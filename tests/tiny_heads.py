@@ -12,6 +12,10 @@ from pvt_hf import (
     PvtForSemanticSegmentation,
     PvtMask2FormerConfig,
     PvtMask2FormerForUniversalSegmentation,
+    PvtMaskRCNNConfig,
+    PvtMaskRCNNForInstanceSegmentation,
+    PvtRetinaNetConfig,
+    PvtRetinaNetForObjectDetection,
     PvtSegmentationConfig,
 )
 
@@ -56,6 +60,24 @@ def mask2former_model(family="v2", **overrides):
         backbone_config=tiny_config(family, num_labels=0), **{**SMALL_MASK2FORMER, **overrides}
     )
     return PvtMask2FormerForUniversalSegmentation(config)
+
+
+# RetinaNet / Mask R-CNN: 3 classes, 16 channels; Mask R-CNN with few proposals and samples
+_MASK_RCNN = dict(representation_size=32, rpn_pre_nms_test=200, rpn_post_nms=50, roi_samples_per_image=32)
+SMALL_DETECTORS = {
+    "retinanet": (PvtRetinaNetConfig, PvtRetinaNetForObjectDetection, dict(num_labels=3, fpn_channels=16)),
+    "mask-rcnn": (
+        PvtMaskRCNNConfig,
+        PvtMaskRCNNForInstanceSegmentation,
+        dict(num_labels=3, fpn_channels=16, **_MASK_RCNN),
+    ),
+}
+
+
+def tiny_detector(task: str, family: str = "v2", **overrides):
+    """task: "retinanet" or "mask-rcnn"."""
+    config_class, model_class, small = SMALL_DETECTORS[task]
+    return model_class(config_class(backbone_config=tiny_config(family, num_labels=0), **{**small, **overrides}))
 
 
 def detection_targets():

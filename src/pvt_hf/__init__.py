@@ -11,6 +11,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
     AutoModelForUniversalSegmentation,
@@ -18,6 +19,7 @@ from transformers import (
 from transformers.utils import logging
 
 from .configuration_pvt import PRESETS, PvtConfig, imagenet_1k_labels
+from .configuration_pvt_detectors import DETECTOR_PRESETS, PvtMaskRCNNConfig, PvtRetinaNetConfig
 from .configuration_pvt_heads import (
     DETECTION_PRESETS,
     SEGMENTATION_PRESETS,
@@ -29,9 +31,20 @@ from .configuration_pvt_heads import (
 )
 from .configuration_pvt_mask2former import MASK2FORMER_PRESETS, PvtMask2FormerConfig
 from .flops import count_macs
-from .image_processing_pvt import PvtDetrImageProcessor, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from .image_processing_pvt import (
+    PvtDeformableDetrImageProcessor,
+    PvtDetrImageProcessor,
+    PvtHfImageProcessor,
+    PvtSegmentationImageProcessor,
+)
+from .image_processing_pvt_detectors import PvtDetectorImageProcessor
 from .image_processing_pvt_mask2former import PvtMask2FormerImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
+from .modeling_pvt_detectors import (
+    PvtDetectionOutput,
+    PvtMaskRCNNForInstanceSegmentation,
+    PvtRetinaNetForObjectDetection,
+)
 from .modeling_pvt_heads import PvtDeformableDetrForObjectDetection, PvtForObjectDetection, PvtForSemanticSegmentation
 from .modeling_pvt_mask2former import PvtMask2FormerForUniversalSegmentation
 from .visualization import draw_detections, draw_segmentation
@@ -50,11 +63,21 @@ _MODELS = [
         PvtSegmentationImageProcessor,
     ),
     (PvtDetrConfig, AutoModelForObjectDetection, PvtForObjectDetection, PvtDetrImageProcessor),
-    (PvtDeformableDetrConfig, AutoModelForObjectDetection, PvtDeformableDetrForObjectDetection, PvtDetrImageProcessor),
+    (
+        PvtDeformableDetrConfig,
+        AutoModelForObjectDetection,
+        PvtDeformableDetrForObjectDetection,
+        PvtDeformableDetrImageProcessor,
+    ),
+    (PvtRetinaNetConfig, AutoModelForObjectDetection, PvtRetinaNetForObjectDetection, PvtDetectorImageProcessor),
     # pipeline("image-segmentation") loads through AutoModelForImageSegmentation; the last entry is the saved auto class
     *(
         (PvtMask2FormerConfig, auto, PvtMask2FormerForUniversalSegmentation, PvtMask2FormerImageProcessor)
         for auto in (AutoModelForImageSegmentation, AutoModelForUniversalSegmentation)
+    ),
+    *(
+        (PvtMaskRCNNConfig, auto, PvtMaskRCNNForInstanceSegmentation, PvtDetectorImageProcessor)
+        for auto in (AutoModelForImageSegmentation, AutoModelForInstanceSegmentation)
     ),
 ]
 
@@ -83,6 +106,7 @@ _register_with_auto_classes()
 
 __all__ = [
     "DETECTION_PRESETS",
+    "DETECTOR_PRESETS",
     "MASK2FORMER_PRESETS",
     "PRESETS",
     "SEGMENTATION_PRESETS",
@@ -90,6 +114,9 @@ __all__ = [
     "PvtConfig",
     "PvtDeformableDetrConfig",
     "PvtDeformableDetrForObjectDetection",
+    "PvtDeformableDetrImageProcessor",
+    "PvtDetectionOutput",
+    "PvtDetectorImageProcessor",
     "PvtDetrConfig",
     "PvtDetrImageProcessor",
     "PvtForImageClassification",
@@ -99,8 +126,12 @@ __all__ = [
     "PvtMask2FormerConfig",
     "PvtMask2FormerForUniversalSegmentation",
     "PvtMask2FormerImageProcessor",
+    "PvtMaskRCNNConfig",
+    "PvtMaskRCNNForInstanceSegmentation",
     "PvtModel",
     "PvtPreTrainedModel",
+    "PvtRetinaNetConfig",
+    "PvtRetinaNetForObjectDetection",
     "PvtSegmentationConfig",
     "PvtSegmentationImageProcessor",
     "ade20k_labels",

@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from .conversion import preset_for
-from .paper_numbers import IMAGENET, SEMANTIC_FPN_ADE20K
+from .paper_numbers import IMAGENET, MASK_RCNN_COCO, RETINANET_COCO, SEMANTIC_FPN_ADE20K
 
 LICENSES = {
     "official": "The official PVT code and weights (github.com/whai362/PVT) are released under the Apache-2.0 license.",
@@ -97,8 +97,11 @@ pipeline_tag: {pipeline_task}
 {code}
 ```
 
-With `import pvt_hf` the classes are registered with transformers and `trust_remote_code` can go; without pvt_hf
-installed, `trust_remote_code=True` runs the modeling code saved in this folder.
+Without pvt_hf installed, `trust_remote_code=True` runs the modeling code saved in this folder; with `import pvt_hf`,
+pvt_hf's registered classes serve either way. Keep the argument after `import pvt_hf` too: the Auto classes load
+without it, but `pipeline()` then asks interactively whether to trust remote code (transformers probes the folder for a
+video processor named after its remote image processor). Needs torch and transformers 5.x; Mask2Former folders also
+scipy (transformers builds Mask2Former's matching loss with the model: `pip install scipy`).
 """
 
 
@@ -108,7 +111,7 @@ def model_card(
     source: str,
     checkpoint: str,
     params: int,
-    macs: int,
+    macs: int | None,
     macs_size: int = 224,
     repo_id: str | None = None,
 ) -> str:
@@ -119,12 +122,19 @@ def model_card(
         "classification": ("AutoModelForImageClassification", "image-classification"),
         "backbone": ("AutoBackbone", "image-feature-extraction"),
         "semantic-fpn": ("AutoModelForSemanticSegmentation", "image-segmentation"),
+        "retinanet": ("AutoModelForObjectDetection", "object-detection"),
+        "mask-rcnn": ("AutoModelForInstanceSegmentation", "image-segmentation"),
     }[task]
     paper = None
     if variant and task == "classification" and config.num_labels == 1000:
         paper = f"ImageNet-1k top-1 {IMAGENET[variant].top1}% (224×224, single crop)"
     elif variant and task == "semantic-fpn" and config.num_labels == 150:
         paper = f"ADE20K mIoU {SEMANTIC_FPN_ADE20K[variant].miou}% with Semantic FPN"
+    elif variant and task == "retinanet" and config.num_labels == 80:
+        paper = f"COCO val2017 box AP {RETINANET_COCO[variant].box_ap} with RetinaNet (1x)"
+    elif variant and task == "mask-rcnn" and config.num_labels == 80:
+        result = MASK_RCNN_COCO[variant]
+        paper = f"COCO val2017 box AP {result.box_ap} / mask AP {result.mask_ap} with Mask R-CNN (1x)"
     metric = (
         f"Reported by the paper for {variant}: **{paper}**."
         if paper
@@ -134,7 +144,7 @@ def model_card(
         "variant": variant or "custom",
         "source": f"`{source}`: `{checkpoint}`",
         "parameters": f"{params:,}",
-        f"MACs at {macs_size}×{macs_size}": f"{macs / 1e9:.3f} G",
+        **({f"MACs at {macs_size}×{macs_size}": f"{macs / 1e9:.3f} G"} if macs is not None else {}),
         "depths / channels": f"{'-'.join(map(str, backbone.depths))} / {'-'.join(map(str, backbone.hidden_sizes))}",
     }
     body = f"""Pyramid Vision Transformer {"v2" if backbone.stage_norms else "v1"} converted with pvt_hf

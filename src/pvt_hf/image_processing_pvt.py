@@ -1,6 +1,7 @@
 """Image processors (PIL/NumPy, no torchvision): classification (the DeiT evaluation transform both PVT papers use),
-DETR detection and semantic segmentation (transformers' DETR and SegFormer processors, made to accept any image mode
-and to reject label maps that do not fit their images).
+DETR and Deformable DETR detection, each with its head's post-processing, and semantic segmentation (transformers'
+DETR, Deformable DETR and SegFormer processors, made to accept any image mode and to reject label maps that do not
+fit their images).
 
 Shipped as remote code next to saved models: torch/transformers/PIL/NumPy only.
 """
@@ -9,7 +10,12 @@ import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, is_scaled_image
+from transformers.models.deformable_detr.image_processing_pil_deformable_detr import (
+    DeformableDetrImageProcessorKwargs,
+    DeformableDetrImageProcessorPil,
+)
 from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorKwargs, DetrImageProcessorPil
+from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
 from transformers.models.segformer.image_processing_pil_segformer import (
     SegformerImageProcessorKwargs,
     SegformerImageProcessorPil,
@@ -73,6 +79,7 @@ class PvtHfImageProcessor(RgbConversionMixin, PilBackend):
 
 # transformers' convention: a processor's keyword arguments are `<processor name>Kwargs` in its module
 PvtDetrImageProcessorKwargs = DetrImageProcessorKwargs
+PvtDeformableDetrImageProcessorKwargs = DeformableDetrImageProcessorKwargs
 PvtSegmentationImageProcessorKwargs = SegformerImageProcessorKwargs
 
 
@@ -81,7 +88,40 @@ class PvtDetrImageProcessor(RgbConversionMixin, DetrImageProcessorPil):
     with a `pixel_mask`, COCO annotations -> DETR targets, post-processing) for any image mode.
 
     Boxes are clipped to the image and those left with zero width or height are dropped (transformers' rule), so
-    degenerate or out-of-image boxes never reach the loss; images without objects give empty targets and train."""
+    degenerate or out-of-image boxes never reach the loss; images without objects give empty targets and train.
+
+    `post_process_object_detection` is DETR's: a softmax over the classes and "no object", whose column is dropped.
+    Deformable DETR's outputs get Deformable DETR's instead (see `PvtDeformableDetrImageProcessor`): folders saved
+    before Deformable DETR had its own processor name this one, and the head, not that name, decides."""
+
+    def post_process_object_detection(self, outputs, threshold=0.5, target_sizes=None):
+        # Deformable DETR's outputs carry the decoder's reference points (also where the pipeline has turned them into
+        # a plain ModelOutput)
+        if getattr(outputs, "init_reference_points", None) is not None:
+            logger.warning_once(
+                "PvtDetrImageProcessor got Deformable DETR outputs: post-processed as Deformable DETR's (sigmoid, "
+                "top 100 over queries x classes). A folder that names PvtDetrImageProcessor for a Deformable DETR "
+                "was saved before Deformable DETR had its own processor, and its remote code post-processes as DETR "
+                "without pvt_hf: re-save its processor with pvt_hf installed, "
+                "`PvtDeformableDetrImageProcessor.from_pretrained(folder).save_pretrained(folder)`."
+            )
+            # the pre-processing is the same; only the post-processing is the head's
+            return DeformableDetrImageProcessorPil.post_process_object_detection(self, outputs, threshold, target_sizes)
+        return super().post_process_object_detection(outputs, threshold, target_sizes)
+
+
+class PvtDeformableDetrImageProcessor(RgbConversionMixin, DeformableDetrImageProcessorPil):
+    """transformers' Deformable DETR processor for any image mode: the same pre-processing as `PvtDetrImageProcessor`
+    (transformers' two are identical), and Deformable DETR's `post_process_object_detection`: a sigmoid per class (no
+    "no object" column), the `top_k` highest (query, class) scores over all queries and classes, then `threshold`."""
+
+    def post_process_object_detection(self, outputs, threshold=0.5, target_sizes=None, top_k=100):
+        if isinstance(outputs, DetrObjectDetectionOutput):
+            raise ValueError(
+                "PvtDeformableDetrImageProcessor got DETR outputs (a softmax over the classes and 'no object'): "
+                "post-process them with PvtDetrImageProcessor"
+            )
+        return super().post_process_object_detection(outputs, threshold, target_sizes, top_k)
 
 
 class PvtSegmentationImageProcessor(RgbConversionMixin, SegformerImageProcessorPil):
@@ -130,4 +170,9 @@ def _spatial_size(image) -> tuple[int, int]:
     return shape[1:] if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else shape[:2]
 
 
-__all__ = ["PvtDetrImageProcessor", "PvtHfImageProcessor", "PvtSegmentationImageProcessor"]
+__all__ = [
+    "PvtDeformableDetrImageProcessor",
+    "PvtDetrImageProcessor",
+    "PvtHfImageProcessor",
+    "PvtSegmentationImageProcessor",
+]

@@ -47,3 +47,40 @@ SEMANTIC_FPN_ADE20K = {
     "pvt-v2-b4": SemanticFpnResult(66.3, 81.3, 47.9),
     "pvt-v2-b5": SemanticFpnResult(85.7, 91.1, 48.7),
 }
+
+
+class DetectorResult(NamedTuple):
+    params_m: float  # with the 80-class COCO heads
+    box_ap: float  # %, COCO val2017, 1x schedule
+    mask_ap: float | None = None  # %, Mask R-CNN only
+
+
+# RetinaNet 1x on COCO: v1 paper Table 3 for pvt-tiny ... pvt-large, v2 paper Table 3 for pvt-v2-*.
+RETINANET_COCO = {
+    "pvt-tiny": DetectorResult(23.0, 36.7),
+    "pvt-small": DetectorResult(34.2, 40.4),
+    "pvt-medium": DetectorResult(53.9, 41.9),
+    "pvt-large": DetectorResult(71.1, 42.6),
+    "pvt-v2-b0": DetectorResult(13.0, 37.2),
+    "pvt-v2-b1": DetectorResult(23.8, 41.2),
+    "pvt-v2-b2": DetectorResult(35.1, 44.6),
+    "pvt-v2-b2-li": DetectorResult(32.3, 43.6),
+    "pvt-v2-b3": DetectorResult(55.0, 45.9),
+    "pvt-v2-b4": DetectorResult(72.3, 46.1),
+    "pvt-v2-b5": DetectorResult(91.7, 46.2),
+}
+
+# Mask R-CNN 1x on COCO: v1 paper Table 4 for pvt-tiny ... pvt-large, v2 paper Table 3 for pvt-v2-*.
+MASK_RCNN_COCO = {
+    "pvt-tiny": DetectorResult(32.9, 36.7, 35.1),
+    "pvt-small": DetectorResult(44.1, 40.4, 37.8),
+    "pvt-medium": DetectorResult(63.9, 42.0, 39.0),
+    "pvt-large": DetectorResult(81.0, 42.9, 39.5),
+    "pvt-v2-b0": DetectorResult(23.5, 38.2, 36.2),
+    "pvt-v2-b1": DetectorResult(33.7, 41.8, 38.8),
+    "pvt-v2-b2": DetectorResult(45.0, 45.3, 41.2),
+    "pvt-v2-b2-li": DetectorResult(42.2, 44.1, 40.5),
+    "pvt-v2-b3": DetectorResult(64.9, 47.0, 42.5),
+    "pvt-v2-b4": DetectorResult(82.2, 47.5, 42.7),
+    "pvt-v2-b5": DetectorResult(101.6, 47.4, 42.5),
+}

@@ -13,9 +13,12 @@ def palette(num_colors: int, seed: int = 0) -> np.ndarray:
 
 
 def draw_detections(image: Image.Image, detections, id2label: dict | None = None, path: str | Path | None = None):
-    """Boxes, labels and scores over `image`. `detections` is either the object-detection pipeline's list of
-    `{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}` or one result of the processor's
-    `post_process_object_detection` (`{"scores", "labels", "boxes"}` tensors, xyxy pixels)."""
+    """Boxes, labels and scores over `image`, and instance masks blended in where given. `detections` is one of
+    - the object-detection pipeline's list of `{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}`;
+    - the image-segmentation pipeline's list of `{"score", "label", "mask"}` (a PIL "L" image; boxed by its extent);
+    - one result of the processor's `post_process_object_detection` (`{"scores", "labels", "boxes"}` tensors, xyxy
+      pixels) or of Mask R-CNN's `post_process_instance_segmentation` (the same with `"masks"`, one per detection).
+    """
     if isinstance(detections, dict):
         id2label = id2label or {}
         detections = [
@@ -23,16 +26,23 @@ def draw_detections(image: Image.Image, detections, id2label: dict | None = None
                 "score": float(s),
                 "label": id2label.get(int(label), str(int(label))),
                 "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), map(float, b), strict=True)),
+                **({"mask": mask} if mask is not None else {}),
             }
-            for s, label, b in zip(detections["scores"], detections["labels"], detections["boxes"], strict=True)
+            for s, label, b, mask in zip(
+                detections["scores"],
+                detections["labels"],
+                detections["boxes"],
+                detections.get("masks", [None] * len(detections["scores"])),
+                strict=True,
+            )
         ]
     canvas = image.convert("RGB")
-    draw = ImageDraw.Draw(canvas)
     labels = sorted({d["label"] for d in detections})
     colors = {label: tuple(int(c) for c in color) for label, color in zip(labels, palette(len(labels)), strict=True)}
+    canvas = _blend_masks(canvas, [(d["mask"], colors[d["label"]]) for d in detections if "mask" in d])
+    draw = ImageDraw.Draw(canvas)
     for d in detections:
-        box = d["box"]
-        xyxy = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
+        xyxy = _box(d)
         draw.rectangle(xyxy, outline=colors[d["label"]], width=max(2, canvas.width // 300))
         text = f"{d['label']} {d['score']:.2f}"
         left, top, right, bottom = draw.textbbox((xyxy[0], xyxy[1]), text)
@@ -41,6 +51,30 @@ def draw_detections(image: Image.Image, detections, id2label: dict | None = None
     if path is not None:
         canvas.save(path)
     return canvas
+
+
+def _box(detection: dict) -> tuple[float, float, float, float]:
+    """A detection's (xmin, ymin, xmax, ymax): its box, or its mask's extent (the image-segmentation pipeline gives
+    masks without boxes)."""
+    if "box" in detection:
+        box = detection["box"]
+        return box["xmin"], box["ymin"], box["xmax"], box["ymax"]
+    mask = detection["mask"]
+    ys, xs = np.nonzero(np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask))
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0, 0, 0, 0)
+
+
+def _blend_masks(canvas: Image.Image, masks: list, alpha: float = 0.5) -> Image.Image:
+    """Each (mask, colour) blended over `canvas` inside its mask."""
+    if not masks:
+        return canvas
+    pixels = np.asarray(canvas, dtype=np.float32).copy()
+    for mask, color in masks:
+        inside = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask) > 0
+        if inside.shape != pixels.shape[:2]:
+            raise ValueError(f"a mask is {inside.shape} but the image is {pixels.shape[:2]} (height, width)")
+        pixels[inside] = (1 - alpha) * pixels[inside] + alpha * np.asarray(color, dtype=np.float32)
+    return Image.fromarray(pixels.round().astype(np.uint8))
 
 
 def draw_segmentation(

@@ -1,8 +1,8 @@
 """Sources that datasets' builders read: Hub ids (a loading script through its parquet export,
 `revision="refs/convert/parquet"`, `data_dir=<config or "default">`), local copies of Hub repositories (parquet /
 webdataset tars / images with datasets' split naming, README configs; a copy of a parquet export picks its config
-folder), parquet files or globs (one "train" split) and image folders (`<root>/<split>/<class>/*` or
-`<root>/<class>/*`)."""
+folder), parquet files or globs (the splits their file names carry, else one "train" split) and image folders
+(`<root>/<split>/<class>/*` or `<root>/<class>/*`)."""
 
 import glob
 import json
@@ -14,6 +14,7 @@ import fsspec
 import huggingface_hub
 import pyarrow.parquet as pq
 
+from ..source_hints import splits_from_file_names
 from .schema import adapt
 from .source import IMAGE_SUFFIXES, SPLIT_NAMES, Source
 
@@ -108,7 +109,8 @@ def open_builder_source(task: str, source, config: str | None, cache_dir: str | 
         kind = "parquet" if all(f.endswith(".parquet") for f in files) else None
         if kind is None:
             raise ValueError(f"{source}: a file source must be parquet (or a folder / Hub id)")
-        builder = datasets.load_dataset_builder("parquet", data_files={"train": files}, cache_dir=cache_dir)
+        splits = splits_from_file_names(files) or {"train": files}  # train-*.parquet, validation-*.parquet
+        builder = datasets.load_dataset_builder("parquet", data_files=splits, cache_dir=cache_dir)
         return BuilderSource(builder, source)
     return _hub_like(source, config, cache_dir, data_dir, hub_id=source.strip("/"), root=None)
 

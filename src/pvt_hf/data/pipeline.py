@@ -17,6 +17,8 @@ from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ..label_range import LabelOutOfRangeError, check_label_range
+from ..replay_resume import exactly_resumable
 from . import classification, detection, segmentation
 from .images import open_image
 from .schema import TASKS
@@ -96,10 +98,19 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
     every sample's augmentation is the same whatever the worker count, process count or resumption. Errors of the
     underlying iterator itself (I/O of a stream) still propagate."""
 
-    def __init__(self, examples, task: str, max_warnings: int = 10, transform=None, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        examples,
+        task: str,
+        max_warnings: int = 10,
+        transform=None,
+        seed: int = 0,
+        epoch: int = 0,
+        num_labels=None,
+    ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        self.examples, self.task, self.max_warnings = examples, task, max_warnings
+        self.examples, self.task, self.max_warnings, self.num_labels = examples, task, max_warnings, num_labels
         self.transform, self.seed, self.epoch = transform, seed, epoch
         self.skipped = 0
 
@@ -108,13 +119,18 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
         for index, example in enumerate(self.examples):
             try:
                 item = decode_example(example, self.task)
+                if self.num_labels:
+                    check_label_range(item, self.task, self.num_labels, _where(example))
                 if self.transform is not None:
                     item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
+            except LabelOutOfRangeError:  # the label set is wrong, not the sample: stop
+                raise
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
                 self._skip(index, example, error)
                 continue
             if self.transform is not None:
                 item["skipped"], pending = self.skipped - pending, self.skipped
+                item["sample"] = _sample_key(example)  # named by an error about its batch (pvt_hf.nonfinite)
             yield item
         if self.transform is not None and self.skipped > pending:
             yield {"skipped": self.skipped - pending}
@@ -148,17 +164,18 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
 
 
 class SkippingCollate:
-    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item; picklable,
-    for the workers. A batch whose items were all count-only is `{"skipped": n}` alone (the loop takes no step on
-    it)."""
+    """`collate(good items)` plus `batch["skipped"]`, the corrupt samples skipped since the previous item, and
+    `batch["samples"]`, the good items' sample keys (files, else checksums or image ids); picklable, for the workers.
+    A batch whose items were all count-only holds only those two (the loop takes no step on it)."""
 
     def __init__(self, collate):
         self.collate = collate
 
     def __call__(self, items: list[dict]) -> dict:
         skipped = sum(item.pop("skipped", 0) for item in items)
+        samples = [item.pop("sample") for item in items if "sample" in item]
         good = [item for item in items if item]
-        return {**(self.collate(good) if good else {}), "skipped": skipped}
+        return {**(self.collate(good) if good else {}), "skipped": skipped, "samples": samples}
 
 
 def _sample_key(example) -> str:
@@ -184,9 +201,10 @@ def _where(example) -> str:
 # ------------------------------------------------------------------------------------------------- loaders
 
 
-def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int):
+def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int, num_labels=None):
     """This epoch's loader of this process's shard: shuffled with seed + epoch, decoded, validated and augmented in
-    `--dataloader_num_workers` workers (corrupt samples skipped and counted), collated with `collate`.
+    `--dataloader_num_workers` workers (corrupt samples skipped and counted; a label outside `num_labels` classes
+    stops the run), collated with `collate`.
 
     torchdata's `StatefulDataLoader`: its `state_dict` (the stream's position per worker) is saved with each
     checkpoint, so a resumed run seeks to where it stopped instead of reading the consumed batches again."""
@@ -198,7 +216,8 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
         limit,
         num_shards=max(1, args.dataloader_num_workers) * 8,
     )
-    examples = SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch)
+    stream = exactly_resumable(stream, isinstance(train_set, IterableDataset) and args.shuffle_buffer_size > 1)
+    examples = SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch, num_labels=num_labels)
     with warnings.catch_warnings():
         # torchdata 0.11's constructor calls a torch API that torch 2.13 deprecates (once per loader, i.e. per epoch):
         # not the user's concern; silenced here only

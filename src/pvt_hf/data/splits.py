@@ -13,6 +13,7 @@ from datasets import Dataset, Image, IterableDataset
 
 from ..configuration_pvt import imagenet_1k_labels
 from ..configuration_pvt_heads import ade20k_labels, coco_labels
+from ..source_hints import documented_by_schema, refuse_untrainable, undeclared_box_format
 from .builders import DOCUMENTED, open_builder_source
 from .embedded import embedded_dataset
 from .folders import FolderRows, open_folder
@@ -87,6 +88,7 @@ def load_splits(
     del trust_remote_code
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    refuse_untrainable(dataset_name)
     if train_val_split is not None and not 0 < train_val_split < 1:
         raise ValueError(f"train_val_split must be a fraction in (0, 1), got {train_val_split}")
     if dataset_name is not None and train_dir is not None:
@@ -124,12 +126,11 @@ def load_splits(
             )
 
     documented = DOCUMENTED.get(source.hub_id or "", {})
+    if task == "detection" and not (bbox_format or documented or source.bbox_format):  # e.g. a downloaded copy
+        documented = documented_by_schema(source.raw(train_name, streaming=True).features)
     fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
     if task == "detection" and fmt is None:
-        raise ValueError(
-            f"the box format of {source.name} is not declared: pass --bbox_format xyxy or xywh "
-            "(x_min, y_min, x_max, y_max or x_min, y_min, width, height, in pixels)"
-        )
+        raise undeclared_box_format(source.name, _first_boxes(source, train_name, columns))
     train = source.dataset(task, train_name, streaming, columns, fmt)
     evaluation = eval_source.dataset(task, eval_name, streaming, columns, fmt)
     found = source.id2label or id2label_of(task, train)  # the data's own names
@@ -264,6 +265,21 @@ def _check_boxes(source, task, split, columns, fmt, rows: int = 16) -> None:
                     f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
                     "image: declare the right --bbox_format (xyxy or xywh)"
                 )
+
+
+def _first_boxes(source, split, columns, rows: int = 16) -> list:
+    """(box, (image width, height)) of the first `rows` examples of a builder source, for the format diagnosis."""
+    cols = columns_of("detection", None, columns)
+    raw = source.raw(split, streaming=True).cast_column(cols["image"], Image(decode=False))
+    found = []
+    for example in itertools.islice(raw, rows):
+        try:
+            size = (example.get("width"), example.get("height"))
+            size = size if all(size) else image_size(example[cols["image"]])
+            found += [([float(v) for v in box], size) for box in _raw_boxes(example, cols) if len(box or ()) == 4]
+        except Exception:  # noqa: BLE001, S112 - an unreadable row tells nothing about the format
+            continue
+    return found
 
 
 def _raw_boxes(example, cols):

@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "--shuffle_buffer_size",
         type=int,
         default=1000,
-        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only, "
-        "which makes resumption exact for streams too",
+        help="streams: examples mixed in the shuffle buffer (on top of the shard order); 1: shard order only. "
+        "Resumption is exact either way (a resumed stream re-reads the consumed part of its epoch)",
     )
     group.add_argument(
         "--dataloader_num_workers",
@@ -136,6 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
     group.add_argument("--seed", type=int, default=42, help="seeds the model, the data order and the augmentation")
+    group.add_argument(
+        "--skip_nonfinite_steps",
+        action="store_true",
+        help="skip an optimizer step whose loss or gradients are NaN / inf (counted in all_results.json) instead of "
+        "stopping with an error naming the step and its samples",
+    )
     group = parser.add_argument_group("run management")
     group.add_argument("--output_dir", help="where checkpoints and the final folder are written")
     group.add_argument(

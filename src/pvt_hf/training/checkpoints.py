@@ -10,7 +10,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
+from ..atomic_output import OutputWriteError, write_failure
 from ..modeling_pvt import check_safetensors_file
+from ..run_layout import check_same_layout
 
 logger = get_logger(__name__)
 
@@ -34,17 +36,21 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, load
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    torch.save(
-        loader.state_dict() if loader is not None else None,
-        partial / LOADER_STATE_FILE.format(rank=accelerator.process_index),
-    )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps(state))
-        with open(partial / STATE_FILE, "rb") as f:  # flushed to disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(partial, final)
+    try:
+        accelerator.save_state(str(partial))
+        torch.save(
+            loader.state_dict() if loader is not None else None,
+            partial / LOADER_STATE_FILE.format(rank=accelerator.process_index),
+        )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps(state))
+            with open(partial / STATE_FILE, "rb") as f:  # flushed to disk before the rename makes it visible
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+    except Exception as error:  # disk full, no permission (torch and safetensors raise their own types)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutputWriteError(write_failure(partial, error)) from error
     accelerator.wait_for_everyone()
 
 
@@ -74,6 +80,7 @@ def resume(accelerator: Accelerator, args) -> dict | None:
     else:
         path = Path(args.resume_from_checkpoint)
     state = _read_state(path)
+    check_same_layout(state, accelerator.num_processes, args, path)
     rank = accelerator.process_index
     required = [STATE_FILE, f"random_states_{rank}.pkl", LOADER_STATE_FILE.format(rank=rank)]
     missing = [name for name in required if not (path / name).is_file()]

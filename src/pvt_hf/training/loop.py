@@ -4,6 +4,7 @@ one-image batch, the batch-mixing generator and the sum of a count over processe
 
 import contextlib
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -11,8 +12,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from .. import lockstep
 from ..metrics import Metric
-from .checkpoints import checkpoint_due, resume, save_checkpoint
+from ..nonfinite import NonFiniteGuard, check_finite_weights
+from ..preemption import Preemption, resume_hint
+from ..run_layout import run_layout
+from .checkpoints import CHECKPOINT_PREFIX, checkpoint_due, resume, save_checkpoint
 
 
 def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamespace:
@@ -73,7 +78,10 @@ class Progress:
         resumed = resumed or {}
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
-        self.loader = None
+        self.loader = self.model = None
+        self.guard = NonFiniteGuard(accelerator, args.skip_nonfinite_steps)  # passed to backward_step
+        self.preemption = Preemption()
+        self.preemption.install()
         self.bar = tqdm(
             total=plan.total_steps, initial=self.step, disable=not accelerator.is_local_main_process, desc="train"
         )
@@ -84,29 +92,39 @@ class Progress:
 
     def epochs(self, model):
         """The epochs to run (from the resumed one), with `model` in training mode."""
-        while not self.done:
-            model.train()
-            yield self.epoch
-            self.epoch, self.epoch_step = self.epoch + 1, 0
-            if checkpoint_due(self.args, self.step, end_of_epoch=True):
-                self._save()
+        self.model = model
+        try:
+            while not self.done:
+                model.train()
+                yield self.epoch
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                if checkpoint_due(self.args, self.step, end_of_epoch=True):
+                    self._save()
+        finally:  # also when the loop raises (once this generator is closed)
+            self.preemption.restore()
         self.bar.close()
 
     def batches(self, loader):
         """`loader`'s batches (resumed at the saved position in the resumed epoch), the corrupt-sample counts taken
-        out; it ends with the epoch (`plan.steps_per_epoch`, the same on every process) or the run."""
+        out; it ends with the epoch (`plan.steps_per_epoch`, the same on every process), the run, or when any
+        process has no batch left (`pvt_hf.lockstep`: no process waits for another forever)."""
         self.loader, step_before, resumed = loader, self.step, self.resumed and self.resumed["epoch"] == self.epoch
         if resumed and self.resumed.get("loader") is not None:
             loader.load_state_dict(self.resumed["loader"])
+        for batch in lockstep.in_lockstep(self.accelerator, self._own_batches(loader)):
+            self.guard.add_batch(batch.pop("samples"), self.step + 1)
+            yield batch
+        if not resumed:
+            check_progress(step_before, self.step, self.skipped, self.epoch)
+
+    def _own_batches(self, loader):
         per_epoch = self.plan.steps_per_epoch
         for batch in loader:
             if self.done or (per_epoch and self.epoch_step >= per_epoch):  # also a resumed, already full epoch
-                break
+                return
             self.skipped += batch.pop("skipped")
-            if batch:
+            if len(batch) > 1:  # more than its "samples"
                 yield batch
-        if not resumed:
-            check_progress(step_before, self.step, self.skipped, self.epoch)
 
     def after_batch(self, loss: torch.Tensor, scheduler) -> None:
         """After each batch's optimizer call: on an optimizer step, advance the schedule, log, checkpoint."""
@@ -122,11 +140,26 @@ class Progress:
                 self.accelerator.log(
                     {"train_loss": last_loss, "learning_rate": lr, "epoch": self.epoch}, step=self.step
                 )
-        if checkpoint_due(self.args, self.step, end_of_epoch=False):
+        saved = checkpoint_due(self.args, self.step, end_of_epoch=False)
+        if saved:
             self._save(self.loader)
+        if lockstep.any_process(self.accelerator, self.preemption.received is not None):
+            self._stop_preempted(saved)
+
+    def _stop_preempted(self, saved: bool):
+        """SIGTERM / SIGINT: this step's checkpoint, then exit non-zero saying how to resume."""
+        if not saved:
+            self._save(self.loader)
+        self.bar.close()
+        received = self.preemption.received or "a stop signal (on another process)"
+        raise SystemExit(
+            resume_hint(received, self.step, Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.step}")
+        )
 
     def _save(self, loader=None):
         state = {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "skipped": self.skipped}
+        state |= run_layout(self.accelerator.num_processes, self.args)
+        check_finite_weights(self.model, Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.step}")
         save_checkpoint(self.accelerator, self.args.output_dir, state, loader)
 
     def eval_batches(self, loader):
@@ -140,12 +173,16 @@ class Progress:
         return sum_over_processes(self.skipped)
 
 
-def backward_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
-    """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries)."""
+def backward_step(
+    accelerator: Accelerator, model, optimizer, loss: torch.Tensor, max_grad_norm: float | None, guard: NonFiniteGuard
+) -> None:
+    """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries) unless `guard`
+    (`Progress.guard`) finds the loss or gradients non-finite."""
     accelerator.backward(loss)
     if accelerator.sync_gradients and max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    if guard.allows_step(loss, model):
+        optimizer.step()
     optimizer.zero_grad()
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from ..atomic_output import staged_folder
 from ..hub import push_folder, training_card
+from ..nonfinite import check_finite_weights
 
 
 def write_results(output_dir: str, metrics: dict) -> None:
@@ -19,10 +21,12 @@ def save_outputs(accelerator: Accelerator, model, processor, args, metrics: dict
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
-        write_results(args.output_dir, metrics)
-        Path(args.output_dir, "README.md").write_text(training_card(task, args, metrics))
+        check_finite_weights(unwrapped, args.output_dir)
+        with staged_folder(Path(args.output_dir)) as staging:  # all written, or the folder left as it was
+            unwrapped.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            write_results(staging, metrics)
+            Path(staging, "README.md").write_text(training_card(task, args, metrics))
         if args.push_to_hub:
             repo = args.hub_model_id or Path(args.output_dir).name
             push_folder(args.output_dir, repo, f"Fine-tuned {task} with pvt_hf", token=args.hub_token)

@@ -1,0 +1,67 @@
+"""Run by tests/test_run_robustness.py under `torch.distributed.run --nproc_per_node 2`: the classification example
+with DDP on 16 training images of which the last 4, all in rank 1's shard, are corrupt, one image per batch: rank 1
+has 4 batches per epoch, rank 0 has 8; a checkpoint at each epoch's end. Records, per rank, the training steps taken
+and the final parameters."""
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
+import run_image_classification as script  # noqa: E402
+
+from pvt_hf import data, training  # noqa: E402
+
+out = Path(sys.argv[1])
+
+
+def image(n: int) -> dict:
+    if n >= 12:
+        return {"bytes": b"not an image", "path": f"corrupt-{n}.png"}
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 15 * n, dtype=np.uint8)).save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": f"{n}.png"}
+
+
+def split(count: int) -> datasets.Dataset:
+    rows = {"image": [image(n) for n in range(count)], "label": [n % 2 for n in range(count)]}
+    return datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image(decode=False))
+
+
+splits = data.TaskSplits(
+    train=split(16),  # contiguous halves per process: rank 1 holds images 8..15
+    eval=split(4),
+    id2label={0: "a", 1: "b"},
+    train_size=16,
+    eval_size=4,
+    train_split="train",
+    eval_split="validation",
+)
+data.load_splits = lambda *args, **kwargs: splits
+record = {"steps": 0}
+backward_step, save_outputs = training.backward_step, training.save_outputs
+
+
+def counting_backward_step(*args):
+    record["steps"] += 1
+    return backward_step(*args)
+
+
+def recording_save_outputs(accelerator, model, processor, args, metrics, task):
+    params = {k: v.detach().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    torch.save(params, out / f"params-{accelerator.process_index}.pt")
+    record["skipped"] = metrics["skipped_corrupt_samples"]
+    (out / f"record-{accelerator.process_index}.json").write_text(json.dumps(record))
+    return save_outputs(accelerator, model, processor, args, metrics, task)
+
+
+training.backward_step, training.save_outputs = counting_backward_step, recording_save_outputs
+tiny = "--image_size 32 --mixup 0 --cutmix 0 --random_erasing 0 --per_device_train_batch_size 1".split()
+tiny += "--per_device_eval_batch_size 2 --num_train_epochs 1 --checkpointing_steps epoch --dataset_name x".split()
+script.main(["--output_dir", str(out / "run"), *tiny])
