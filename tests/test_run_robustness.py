@@ -31,6 +31,8 @@ from test_training import TINY_RUN, load_script, make_checkpoint, run_script, se
 
 from pvt_hf import PvtForImageClassification, data, training
 from pvt_hf.data.classification import classification_eval_processor
+from pvt_hf.nonfinite import NonFiniteGuard
+from pvt_hf.preemption import Preemption
 
 ROOT = Path(__file__).parents[1]
 CLASSIFICATION = "run_image_classification.py"
@@ -89,7 +91,7 @@ def test_non_finite_gradients_stop_the_step_before_the_update():
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    guard = training.NonFiniteGuard(accelerator, skip=False)
+    guard = NonFiniteGuard(accelerator, skip=False)
     guard.add_batch(["a.png", "b.png"], step=7)
     loss = model(torch.ones(1, 2)).sum()
     model.weight.register_hook(lambda grad: grad * float("inf"))
@@ -197,7 +199,7 @@ SHORT_RUN += ["--max_train_samples", "64", "--max_eval_samples", "16", "--num_wa
 
 
 def test_a_first_sigint_asks_to_stop_and_a_second_interrupts():
-    preemption, before = training.Preemption(), signal.getsignal(signal.SIGINT)
+    preemption, before = Preemption(), signal.getsignal(signal.SIGINT)
     preemption.install()
     try:
         os.kill(os.getpid(), signal.SIGINT)
