@@ -1,4 +1,4 @@
-"""The training input pipeline alone (no model): images per second through `pvt_hf.training.train_loader` (decode,
+"""The training input pipeline alone (no model): images per second through `pvt_hf.data.train_loader` (decode,
 validate, augment and collate in 0, 1, 2, ... DataLoader workers), on data made on the fly:
 
 - ImageNet-style: 500x375 JPEGs (quality 90, smooth content plus noise, ~ImageNet's file sizes), DeiT's training
@@ -15,28 +15,22 @@ does not inflate the way it does the wall clock.
 """
 
 import argparse
-import functools
 import io
 import json
 import os
 import resource
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the scripts' own per-sample work is timed
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
-import run_image_classification  # noqa: E402
-import run_object_detection  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pvt_hf import training  # noqa: E402
+from pvt_hf import data  # noqa: E402
+from pvt_hf.data import classification, detection  # noqa: E402
 from pvt_hf.image_processing_pvt import PvtDetrImageProcessor  # noqa: E402
-from pvt_hf.transforms import ClassificationTrainTransform, DetectionTrainTransform  # noqa: E402
 
 
 def jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
@@ -76,9 +70,7 @@ def coco_like(count: int) -> datasets.Dataset:
             {"bbox": b, "category": [i % 80 for i in range(7)], "area": [4800.0] * 7, "iscrowd": [0] * 7} for b in boxes
         ],
     }
-    from pvt_hf.data import DETECTION_FEATURES
-
-    return datasets.Dataset.from_dict(rows, features=DETECTION_FEATURES)
+    return datasets.Dataset.from_dict(rows, features=data.DETECTION_FEATURES)
 
 
 CASES = {
@@ -86,15 +78,15 @@ CASES = {
         imagenet_like,
         "classification",
         32,
-        functools.partial(run_image_classification.train_item, transform=ClassificationTrainTransform(224)),
-        run_image_classification.collate,
+        classification.TrainItem(classification.ClassificationTrainTransform(224)),
+        classification.collate,
     ),
     "coco_detr_800": (
         coco_like,
         "detection",
         4,
-        functools.partial(run_object_detection.train_item, transform=DetectionTrainTransform()),
-        run_object_detection.Collate(PvtDetrImageProcessor()),
+        detection.TrainItem(detection.DetectionTrainTransform()),
+        detection.Collate(PvtDetrImageProcessor()),
     ),
 }
 
@@ -110,7 +102,7 @@ def measure(dataset, task, batch_size, transform, collate, workers: int) -> dict
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu, wall = time.process_time(), time.perf_counter()
     images, first = 0, None
-    for batch in training.train_loader(dataset, args, 0, task, transform, collate, 1):
+    for batch in data.train_loader(dataset, args, 0, task, transform, collate, 1):
         if first is None:  # worker start-up and the first batch: what steady state excludes
             first, first_images = time.perf_counter(), len(batch["pixel_values"])
         images += len(batch["pixel_values"])

@@ -43,16 +43,16 @@ from pvt_hf import (
     count_macs,
 )
 from pvt_hf.conversion import (
+    CHECKPOINT_KINDS,
     SOURCES,
-    TASKS,
     ConversionError,
     convert_state_dict,
     load_checkpoint,
     pvt_hf_to_official,
-    verify_against_reference,
 )
 from pvt_hf.conversion_detectors import DETECTOR_TASKS, convert_detector
 from pvt_hf.hub import HubError, model_card, push_folder, resolve_checkpoint
+from pvt_hf.reference import verify_against_reference
 
 # relative max-abs difference of the outputs in float64: rounding is ~1e-15; the smallest real deviation seen (one
 # LayerNorm eps, 1e-5 vs 1e-6) is ~1e-6
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--task",
         default="classification",
-        choices=(*TASKS, *DETECTOR_TASKS),
+        choices=(*CHECKPOINT_KINDS, *DETECTOR_TASKS),
         help="classification: the whole model with its ImageNet head; backbone: the backbone.* weights of an "
         "mmdetection/mmsegmentation checkpoint (or the trunk of a classification checkpoint); semantic-fpn: a whole "
         "mmsegmentation Semantic FPN checkpoint (backbone, neck, decode head); retinanet / mask-rcnn: a whole "

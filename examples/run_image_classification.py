@@ -15,21 +15,22 @@ flips/mixing: digits are not mirror-symmetric) that finishes in a few minutes on
 """
 
 import argparse
-import functools
 
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from transformers import AutoModelForImageClassification
 
 from pvt_hf import PRESETS, PvtConfig, data, training
 from pvt_hf.cpu_threads import use_available_cores
-from pvt_hf.metrics import ClassificationMetric, results_with_prefix
-from pvt_hf.transforms import (
+from pvt_hf.data.classification import (
     ClassificationTrainTransform,
+    TrainItem,
     classification_eval_processor,
+    collate,
+    eval_labels,
     mixup_cutmix,
-    soft_target_cross_entropy,
 )
+from pvt_hf.metrics import ClassificationMetric, results_with_prefix
 
 TASK = "classification"
 # the embedded dataset's short run (32-pixel images): every regulariser off
@@ -57,16 +58,9 @@ def parse_args(argv=None):
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
-def train_item(example, rng, transform):
-    """One training sample, in a data-loader worker: the DeiT augmentation with the sample's own generator."""
-    return {"pixel_values": transform(example["image"], rng), "label": example["label"]}
-
-
-def collate(items):
-    return {
-        "pixel_values": torch.stack([i["pixel_values"] for i in items]),
-        "labels": torch.tensor([i["label"] for i in items]),
-    }
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """DeiT's loss on mixed, smoothed targets (a distribution per sample)."""
+    return torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 def main(argv=None):
@@ -81,7 +75,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # ---------------------------------------------------------------------------------------------------- data
-    splits = training.load_splits(args, TASK, {"image": args.image_column_name, "label": args.label_column_name})
+    splits = training.dataset_splits(args, TASK, {"image": args.image_column_name, "label": args.label_column_name})
     rank, world = accelerator.process_index, accelerator.num_processes
     train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
     plan = training.plan_steps(args, splits.train_size, world)
@@ -92,7 +86,7 @@ def main(argv=None):
         color_jitter=args.color_jitter,
         erase_prob=args.random_erasing,
     )
-    transform = functools.partial(train_item, transform=augment)
+    transform = TrainItem(augment)
     processor = classification_eval_processor(args.image_size)  # saved with the model and used for the evaluation
 
     # --------------------------------------------------------------------------------------------------- model
@@ -107,7 +101,7 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_image_classification")
     num_labels = len(splits.id2label)
     for epoch in progress.epochs(model):
-        loader = training.train_loader(train_set, args, epoch, TASK, transform, collate, world, num_labels)
+        loader = data.train_loader(train_set, args, epoch, TASK, transform, collate, world, num_labels)
         for batch in progress.batches(loader):
             mixing = training.mixing_generator(args.seed, progress.step, rank)
             pixels, targets = mixup_cutmix(
@@ -126,7 +120,7 @@ def main(argv=None):
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
-    eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
+    eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
     metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
@@ -139,17 +133,13 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor) -> dict:
-    """Top-1 / top-5 through the saved processor over this process's shard; the counts of all processes are summed
-    (shards are disjoint, so no sample is counted twice)."""
+    """Top-1 / top-5 through the saved processor over this process's shard, merged over all processes."""
     model.eval()
     metric = ClassificationMetric()
     for examples in batches:
         pixels = processor([e["image"] for e in examples], return_tensors="pt").pixel_values.to(accelerator.device)
-        metric.update(model(pixel_values=pixels).logits.float().cpu(), torch.tensor([e["label"] for e in examples]))
-    states = gather_object([(metric.correct, metric.count)])
-    metric.correct = {k: sum(s[0][k] for s in states) for k in metric.top_k}
-    metric.count = sum(s[1] for s in states)
-    return results_with_prefix(metric.compute())
+        metric.add_batch(predictions=model(pixel_values=pixels).logits.float().cpu(), references=eval_labels(examples))
+    return results_with_prefix(training.merged_over_processes(metric).compute())
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ needs far longer schedules to stop predicting one mean box per query).
 """
 
 import argparse
-import functools
 
-import numpy as np
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from transformers import AutoModelForObjectDetection, DeformableDetrConfig
 
 from pvt_hf import (
@@ -34,8 +32,8 @@ from pvt_hf import (
     training,
 )
 from pvt_hf.cpu_threads import use_available_cores
+from pvt_hf.data.detection import Collate, DetectionTrainTransform, TrainItem, eval_targets
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
-from pvt_hf.transforms import DetectionTrainTransform, coco_annotations
 
 TASK = "detection"
 # the embedded dataset's short run: a small Deformable DETR on 128-pixel images
@@ -80,27 +78,6 @@ def config_from_preset(args):
     return lambda name, **labels: config_class.from_preset(name, **labels, **transformer)
 
 
-def train_item(example, rng, transform):
-    """One training sample, in a data-loader worker: flip + multi-scale resize, boxes following."""
-    objects = example["objects"]
-    image, boxes = transform(example["image"], objects["bbox"], rng)
-    return {
-        "image": image,
-        "annotations": coco_annotations(example["image_id"], boxes, objects["category"], iscrowd=objects["iscrowd"]),
-    }
-
-
-class Collate:
-    """The saved processor's normalisation and padding (pixel_mask), without its resize (done by the augmentation)."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, items):
-        images, annotations = [i["image"] for i in items], [i["annotations"] for i in items]
-        return dict(self.processor(images, annotations=annotations, do_resize=False, return_tensors="pt"))
-
-
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
     use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
@@ -111,12 +88,12 @@ def main(argv=None):
 
     # ---------------------------------------------------------------------------------------------------- data
     columns = {"image": args.image_column_name, "objects": args.annotation_column_name}
-    splits = training.load_splits(args, TASK, columns, bbox_format=args.bbox_format)
+    splits = training.dataset_splits(args, TASK, columns, bbox_format=args.bbox_format)
     rank, world = accelerator.process_index, accelerator.num_processes
     train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
     plan = training.plan_steps(args, splits.train_size, world)
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
-    transform = functools.partial(train_item, transform=DetectionTrainTransform(scales, args.max_size))
+    transform = TrainItem(DetectionTrainTransform(scales, args.max_size))
 
     # --------------------------------------------------------------------------------------------------- model
     model = training.build_model(
@@ -136,9 +113,7 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_object_detection")
     for epoch in progress.epochs(model):
         for batch in progress.batches(
-            training.train_loader(
-                train_set, args, epoch, TASK, transform, Collate(processor), world, len(splits.id2label)
-            )
+            data.train_loader(train_set, args, epoch, TASK, transform, Collate(processor), world, len(splits.id2label))
         ):
             labels = [{k: v.to(accelerator.device) for k, v in target.items()} for target in batch["labels"]]
             with accelerator.accumulate(model):
@@ -148,7 +123,7 @@ def main(argv=None):
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
-    eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
+    eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor, args)
     metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
     metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
@@ -164,7 +139,7 @@ def evaluate(accelerator, model, batches, processor, args) -> dict:
     """COCO box AP with pycocotools over all processes' (disjoint) shards, through the saved processor, with boxes at
     the images' original sizes."""
     model.eval()
-    predictions, targets = [], []
+    metric = CocoDetectionMetric()
     for examples in batches:
         inputs = processor([e["image"] for e in examples], return_tensors="pt")
         outputs = model(
@@ -178,26 +153,10 @@ def evaluate(accelerator, model, batches, processor, args) -> dict:
             (canvas_h * e["image"].height / h, canvas_w * e["image"].width / w)
             for e, (h, w) in zip(examples, resized, strict=True)
         ]
-        for result in processor.post_process_object_detection(
-            outputs, threshold=args.eval_threshold, target_sizes=sizes
-        ):
-            predictions.append({k: v.cpu() for k, v in result.items()})
-        for example in examples:
-            objects = example["objects"]
-            boxes = np.asarray(objects["bbox"], dtype=np.float32).reshape(-1, 4)
-            boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-            targets.append(
-                {
-                    "boxes": boxes,
-                    "labels": np.asarray(objects["category"]),
-                    "image_id": example["image_id"],
-                    "iscrowd": np.asarray(objects["iscrowd"]),
-                    "area": np.asarray(objects["area"]),
-                }
-            )
-    metric = CocoDetectionMetric()
-    metric.update(gather_object(predictions), gather_object(targets))
-    return results_with_prefix(metric.compute())
+        results = processor.post_process_object_detection(outputs, threshold=args.eval_threshold, target_sizes=sizes)
+        predictions = [{k: v.cpu() for k, v in result.items()} for result in results]
+        metric.add_batch(predictions=predictions, references=eval_targets(examples))
+    return results_with_prefix(training.merged_over_processes(metric).compute())
 
 
 if __name__ == "__main__":

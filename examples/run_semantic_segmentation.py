@@ -27,11 +27,9 @@ processor (shorter side --image_size) and its `post_process_semantic_segmentatio
 """
 
 import argparse
-import functools
 
-import numpy as np
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from transformers import (
     AutoConfig,
     AutoModelForSemanticSegmentation,
@@ -49,9 +47,9 @@ from pvt_hf import (
     training,
 )
 from pvt_hf.cpu_threads import use_available_cores
+from pvt_hf.data.segmentation import Mask2FormerCollate, SegmentationTrainTransform, TrainItem, collate, eval_labels
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
-from pvt_hf.transforms import SegmentationTrainTransform, reduce_labels
 
 TASK = "segmentation"
 EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels)
@@ -81,16 +79,6 @@ def parse_args(argv=None):
     return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
 
 
-def train_item(example, rng, transform, do_reduce_labels, ignore_index):
-    """One training sample, in a data-loader worker: random resize, crop and flip of image and label map."""
-    pixels, labels = transform(example["image"], example["annotation"], rng)
-    return {"pixel_values": pixels, "labels": reduce_labels(labels, ignore_index) if do_reduce_labels else labels}
-
-
-def collate(items):
-    return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "labels")}
-
-
 # The model-specific parts: a head with another training target or post-processing (e.g. Mask2Former) replaces these.
 
 
@@ -110,28 +98,6 @@ def is_mask2former(args) -> bool:
         return args.model_name_or_path in MASK2FORMER_PRESETS
     hub = dict(cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code)
     return isinstance(AutoConfig.from_pretrained(args.model_name_or_path, **hub), Mask2FormerConfig)
-
-
-class Mask2FormerCollate:
-    """The crops' Mask2Former targets from the saved processor: per-class binary masks and their class ids (pixels
-    ignored by the loss belong to no mask). The crops are already resized and normalised."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, items):
-        batch = collate(items)
-        return dict(
-            self.processor(
-                list(batch["pixel_values"]),
-                segmentation_maps=list(batch["labels"]),
-                do_resize=False,
-                do_rescale=False,
-                do_normalize=False,
-                do_reduce_labels=False,
-                return_tensors="pt",
-            )
-        )
 
 
 def mask2former_loss(model, batch, device):
@@ -155,7 +121,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # ---------------------------------------------------------------------------------------------------- data
-    splits = training.load_splits(
+    splits = training.dataset_splits(
         args, TASK, {"image": args.image_column_name, "annotation": args.annotation_column_name}
     )
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -185,9 +151,7 @@ def main(argv=None):
         ignore = model.config.semantic_loss_ignore_index
     loss_of, predict_with = (mask2former_loss, mask2former_predict) if mask2former else (training_loss, predict)
     augment = SegmentationTrainTransform(crop=args.image_size, base=args.image_size, ignore_index=ignore)
-    transform = functools.partial(
-        train_item, transform=augment, do_reduce_labels=args.do_reduce_labels, ignore_index=ignore
-    )
+    transform = TrainItem(augment, args.do_reduce_labels)
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
     optimizer, scheduler = training.optimizer_and_scheduler(model, args, plan)
@@ -198,7 +162,7 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")
     batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
-        for batch in progress.batches(training.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
+        for batch in progress.batches(data.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
             one_image = training.batch_norm_on_running_stats_for_one_sample(model, len(batch["pixel_values"]))
             with accelerator.accumulate(model), one_image:
                 loss = loss_of(model, batch, accelerator.device)
@@ -206,7 +170,7 @@ def main(argv=None):
             progress.after_batch(loss, scheduler)
 
     # ------------------------------------------------------------------------------------------ evaluation
-    eval_batches = progress.eval_batches(training.eval_loader(eval_set, args, TASK, world))
+    eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(
         accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with
     )
@@ -221,20 +185,16 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_reduce_labels, predict=predict) -> dict:
-    """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution; the per-class
-    histograms of all processes are summed."""
+    """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution, merged over all
+    processes (per-class histograms)."""
     model.eval()
     metric = SegmentationMetric(num_labels, ignore_index=ignore)
     for examples in batches:
         predictions = predict(model, processor, [e["image"] for e in examples], accelerator.device)
         for example, prediction in zip(examples, predictions, strict=True):
-            labels = torch.from_numpy(np.asarray(example["annotation"], dtype=np.int64))
-            labels = reduce_labels(labels, ignore) if do_reduce_labels else labels
-            metric.update(prediction.cpu()[None], labels[None])
-    total = SegmentationMetric(num_labels, ignore_index=ignore)
-    for state in gather_object([metric.state_dict()]):  # every process gets every shard's histograms
-        total.merge(state)
-    return results_with_prefix(total.compute())
+            labels = eval_labels(example, do_reduce_labels, ignore)
+            metric.add_batch(predictions=prediction.cpu()[None], references=labels[None])
+    return results_with_prefix(training.merged_over_processes(metric).compute())
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_documented_command_trains_and_evaluates(name, script, arguments, tmp_pa
     module.main([*argv, *TINY[script], *COMMON, "--output_dir", str(output)])
 
     config = json.loads((output / "config.json").read_text())
-    names = fixture.id2label or data._named_labels("imagenet-1k")
+    names = fixture.id2label or data.named_labels("imagenet-1k")
     assert {int(k): v for k, v in config["id2label"].items()} == names
     assert json.loads((output / "all_results.json").read_text())["skipped_corrupt_samples"] == 0
     if "--train_val_split" in argv:  # the held-out part of the only split: some, not all, of its 32x32 images

@@ -6,6 +6,7 @@ import json
 
 import conftest  # noqa: F401  (HF_HUB_OFFLINE)
 import dataset_fixtures as fx
+import huggingface_hub
 import pytest
 
 from pvt_hf import data
@@ -59,7 +60,7 @@ def test_published_layouts_load(name, streaming, tmp_path):
     fixture = build(tmp_path / "repo")
     splits = data.load_splits(task, dataset_name=str(fixture.root), streaming=streaming, **kwargs)
     assert (splits.train_split, splits.eval_split) == (train_split, eval_split)
-    names = fixture.id2label or data._named_labels("imagenet-1k")
+    names = fixture.id2label or data.named_labels("imagenet-1k")
     assert splits.id2label == names and data.label_names(task, splits.train) == names
     train = list(data.SkipCorrupt(splits.train, task))
     evaluation = list(data.SkipCorrupt(splits.eval, task))
@@ -125,7 +126,7 @@ def _fake_downloads(monkeypatch, repos: dict):
             raise FileNotFoundError(path)
         return str(path)
 
-    monkeypatch.setattr(data.huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return downloads
 
 
@@ -153,7 +154,7 @@ def test_script_datasets_are_read_from_their_parquet_export(tmp_path, monkeypatc
     calls.clear()  # a config of a script dataset is the export's folder, not `name=` (one `default` config there)
     splits = data.load_splits("segmentation", dataset_name="scene_parse_150", dataset_config_name="scene_parsing")
     assert calls[-1] == ("scene_parse_150", None, "scene_parsing", "refs/convert/parquet")
-    assert splits.id2label == data._named_labels("ade20k")  # the card's classes: no --label_names needed by Hub id
+    assert splits.id2label == data.named_labels("ade20k")  # the card's classes: no --label_names needed by Hub id
     assert (splits.train_size, splits.eval_size) == (4, 2)
     assert len(list(data.SkipCorrupt(splits.eval, "segmentation"))) == 2
 
@@ -173,7 +174,7 @@ def test_hub_ids_with_documented_defaults(tmp_path, monkeypatch):
     calls, downloads = _fake_hub(monkeypatch, repos), _fake_downloads(monkeypatch, repos)
     splits = data.load_splits("classification", dataset_name="timm/imagenet-1k-wds")
     assert calls[-1] == ("timm/imagenet-1k-wds", None, None, None)
-    assert splits.id2label == data._named_labels("imagenet-1k") and len(splits.id2label) == 1000
+    assert splits.id2label == data.named_labels("imagenet-1k") and len(splits.id2label) == 1000
 
     splits = data.load_splits("detection", dataset_name="detection-datasets/coco")
     assert next(iter(data.SkipCorrupt(splits.train, "detection")))["objects"]["bbox"][0] == [2, 3, 10, 8]

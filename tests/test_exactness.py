@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, reference
-from pvt_hf.conversion import convert_state_dict, pvt_hf_to_official, verify_against_reference
+from pvt_hf.conversion import convert_state_dict, pvt_hf_to_official
+from pvt_hf.reference import verify_against_reference
 
 TOLERANCE = 1e-9
 UNEVEN = (225, 301)

@@ -1,6 +1,7 @@
 """Each metric of pvt_hf.metrics against an independent computation (sklearn, hand-derived values, a numpy COCO AP)."""
 
 import math
+import pickle
 import warnings
 
 import conftest  # noqa: F401  (HF_HUB_OFFLINE)
@@ -299,6 +300,54 @@ def test_segmentation_merge_equals_single_accumulation():
     assert all(int(v.sum()) == 0 for v in single.state_dict().values())
     with pytest.raises(ValueError):
         single.merge(SegmentationMetric(7))
+
+
+# ---------------------------------------------------------------- one protocol: per-process states merged
+
+
+def classification_batches():
+    gen = torch.Generator().manual_seed(3)
+    return [(torch.randn(n, 10, generator=gen), torch.randint(0, 10, (n,), generator=gen)) for n in (5, 9, 4)]
+
+
+def detection_batches():
+    boxes = [SMALL, MEDIUM, xywh(40, 40, 30, 20)]
+    return [
+        ([pred([b], [0.5 + i / 10], [i % 2])], [target([b, SMALL], [i % 2, 1], image_id=i)])
+        for i, b in enumerate(boxes)
+    ]
+
+
+@pytest.mark.parametrize(
+    "make, batches",
+    [
+        (ClassificationMetric, classification_batches),
+        (CocoDetectionMetric, detection_batches),
+        (lambda: SegmentationMetric(6), lambda: segmentation_batches(seed=2)),
+    ],
+    ids=["classification", "detection", "segmentation"],
+)
+def test_states_merged_across_processes_equal_one_accumulation(make, batches):
+    """Each process's metric sees its shard; their pickled states (what accelerate's gather_object sends) merged into
+    one metric give exactly what one metric over every batch gives."""
+    single, merged, parts = make(), make(), []
+    for predictions, references in batches():
+        single.add_batch(predictions=predictions, references=references)
+        parts.append(make())
+        parts[-1].add_batch(predictions=predictions, references=references)
+    for part in parts:
+        merged.merge(pickle.loads(pickle.dumps(part.state_dict())))
+    assert merged.compute().keys() == single.compute().keys()
+    np.testing.assert_equal(merged.compute(), single.compute())
+
+
+def test_detection_merge_skips_an_image_that_another_process_evaluated():
+    first, second = CocoDetectionMetric(), CocoDetectionMetric()
+    first.update([pred([SMALL], [0.9], [1])], [target([SMALL], [1], image_id=3)])
+    second.update([pred([], [], [])], [target([SMALL], [1], image_id=3)])  # distributed padding repeats image 3
+    with pytest.warns(UserWarning, match="skipped 1 image"):
+        first.merge(second)
+    assert first.compute()["map"] == pytest.approx(1.0)  # the unmatched repeat was not counted
 
 
 # ---------------------------------------------------------------- all_results.json keys

@@ -1,4 +1,4 @@
-"""The training input pipeline (`pvt_hf.training.train_loader`): decoding and augmentation in workers, corrupt samples
+"""The training input pipeline (`pvt_hf.data.train_loader`): decoding and augmentation in workers, corrupt samples
 counted across workers, exact resumption of a loader from its state, augmentation independent of the worker count."""
 
 import argparse
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pvt_hf import training
+from pvt_hf import data, training
 
 
 def image_dataset(count: int, corrupt=()) -> datasets.Dataset:
@@ -40,7 +40,7 @@ def loader(dataset, workers, epoch=0, batch_size=4):
     flags = {"seed": 3, "shuffle_buffer_size": 1, "dataloader_num_workers": workers}
     argv = [f"--{k}={v}" for k, v in {**flags, "per_device_train_batch_size": batch_size}.items()]
     args = parser.parse_args(argv)
-    return training.train_loader(dataset, args, epoch, "classification", item, collate, 1)
+    return data.train_loader(dataset, args, epoch, "classification", item, collate, 1)
 
 
 def samples(batches):

@@ -187,7 +187,7 @@ def test_verify_fails_on_nan_weights(tmp_path, capsys):
 
 def test_max_abs_difference_sees_nan():
     a = torch.zeros(3)
-    assert pvt_hf.conversion.max_abs_difference(a, torch.tensor([0.0, float("nan"), 0.0])) == float("inf")
+    assert pvt_hf.reference.max_abs_difference(a, torch.tensor([0.0, float("nan"), 0.0])) == float("inf")
 
 
 def test_converter_refuses_a_non_empty_output_and_keeps_the_readme(tmp_path, capsys):

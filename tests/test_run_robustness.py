@@ -30,7 +30,9 @@ from test_pipeline import item as pipeline_item
 from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
 
 from pvt_hf import PvtForImageClassification, data, training
-from pvt_hf.transforms import classification_eval_processor
+from pvt_hf.data.classification import classification_eval_processor
+from pvt_hf.nonfinite import NonFiniteGuard
+from pvt_hf.preemption import Preemption
 
 ROOT = Path(__file__).parents[1]
 CLASSIFICATION = "run_image_classification.py"
@@ -89,7 +91,7 @@ def test_non_finite_gradients_stop_the_step_before_the_update():
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    guard = training.NonFiniteGuard(accelerator, skip=False)
+    guard = NonFiniteGuard(accelerator, skip=False)
     guard.add_batch(["a.png", "b.png"], step=7)
     loss = model(torch.ones(1, 2)).sum()
     model.weight.register_hook(lambda grad: grad * float("inf"))
@@ -163,7 +165,7 @@ def test_a_failing_output_write_leaves_the_folder_as_it_was(tmp_path, monkeypatc
     accelerator, model = Accelerator(cpu=True), PvtForImageClassification(tiny_config())
     (tmp_path / "model.safetensors").write_bytes(b"the previous run's weights")
     (tmp_path / "notes.txt").write_text("the user's own file")
-    monkeypatch.setattr(training, "write_results", full_disk)  # the weights are written, then the disk is full
+    monkeypatch.setattr(training.outputs, "write_results", full_disk)  # the weights are written, then the disk is full
     args = argparse.Namespace(output_dir=str(tmp_path), push_to_hub=False)
     with pytest.raises(OSError, match=re.escape(f"writing {tmp_path} failed (OSError: [Errno {errno.ENOSPC}]")):
         training.save_outputs(accelerator, model, classification_eval_processor(32), args, {}, "image-classification")
@@ -197,7 +199,7 @@ SHORT_RUN += ["--max_train_samples", "64", "--max_eval_samples", "16", "--num_wa
 
 
 def test_a_first_sigint_asks_to_stop_and_a_second_interrupts():
-    preemption, before = training.Preemption(), signal.getsignal(signal.SIGINT)
+    preemption, before = Preemption(), signal.getsignal(signal.SIGINT)
     preemption.install()
     try:
         os.kill(os.getpid(), signal.SIGINT)
@@ -271,7 +273,7 @@ def streamed_loader(stream, workers: int):
     parser = argparse.ArgumentParser()
     training.add_arguments(parser, "classification")
     args = parser.parse_args(["--seed=3", f"--dataloader_num_workers={workers}", "--per_device_train_batch_size=4"])
-    return training.train_loader(stream, args, 1, "classification", pipeline_item, pipeline_collate, 1)
+    return data.train_loader(stream, args, 1, "classification", pipeline_item, pipeline_collate, 1)
 
 
 def labels_of(batches) -> list[int]:

@@ -10,7 +10,7 @@ from tiny_heads import detection_model, mask2former_model, segmentation_model
 from transformers import Trainer, TrainingArguments
 
 from pvt_hf import PvtDetrImageProcessor, PvtForImageClassification, PvtMask2FormerImageProcessor
-from pvt_hf.transforms import coco_annotations
+from pvt_hf.data.detection import coco_annotations
 
 pytestmark = pytest.mark.slow  # six short Trainer runs: about 40 s of CPU
 

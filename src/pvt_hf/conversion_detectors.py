@@ -11,16 +11,8 @@ import torch
 from .configuration_pvt import label_fields
 from .configuration_pvt_detectors import PvtMaskRCNNConfig, PvtRetinaNetConfig
 from .configuration_pvt_heads import coco_labels
-from .conversion import (
-    ConversionError,
-    KeyMap,
-    _account,
-    _backbone_part,
-    build_config,
-    official_to_pvt_hf,
-    split_prefix,
-    to_official,
-)
+from .conversion import _account, _backbone_part, build_config, split_prefix
+from .key_maps import ConversionError, KeyMap, official_to_pvt_hf, to_official
 from .modeling_pvt_detectors import PvtMaskRCNNForInstanceSegmentation, PvtRetinaNetForObjectDetection
 
 DETECTOR_TASKS = ("retinanet", "mask-rcnn")

@@ -1,10 +1,11 @@
 """Evaluation metrics of the training scripts: top-1/top-5, COCO box AP (pycocotools' COCOeval), ADE20K mIoU.
 
-The classes are plain local accumulators (`update` per batch, `compute` at the end, `reset` between evaluations); they
-work offline (no `evaluate.load`) and leave the cross-process part to accelerate: gather with
-`accelerator.gather_for_metrics(...)` before `update` (tensors for classification / segmentation; for detection
-`gather_for_metrics(list_of_dicts, use_gather_object=True)`, which also drops the samples that the distributed sampler
-repeats to even out the last batch). `SegmentationMetric.merge` / `state_dict` add histograms accumulated elsewhere.
+One protocol for the three (`Metric`), with the surface of `evaluate.EvaluationModule` where it fits: `add_batch(
+predictions=..., references=...)` per batch (`update(predictions, references)` positionally), `compute()` at the
+end, `reset()` between evaluations. They work offline (no `evaluate.load`) and merge across processes through their
+state: `state_dict()` is a picklable summary of what was seen (counts, histograms, annotations) and `merge(other)`
+adds another metric or state into this one, so that every process accumulates its own shard and the scripts gather
+the states with accelerate (`pvt_hf.training.merged_over_processes`) before `compute`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import contextlib
 import io
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ClassificationMetric", "CocoDetectionMetric", "SegmentationMetric", "results_with_prefix"]
+__all__ = ["ClassificationMetric", "CocoDetectionMetric", "Metric", "SegmentationMetric", "results_with_prefix"]
 
 COCO_STAT_NAMES = (
     "map",
@@ -44,7 +46,30 @@ def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-class ClassificationMetric:
+class Metric:
+    """The protocol: `update` / `add_batch` per batch, `state_dict` + `merge` across processes, `compute`."""
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, predictions, references) -> None:
+        raise NotImplementedError
+
+    def add_batch(self, *, predictions, references) -> None:
+        """`evaluate.EvaluationModule.add_batch`'s keywords for `update`."""
+        self.update(predictions, references)
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def merge(self, other: Metric | Mapping[str, Any]) -> Metric:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ClassificationMetric(Metric):
     """Top-k accuracy over all samples seen (counts, not a mean of batch means, so uneven batches weigh right)."""
 
     def __init__(self, top_k: Sequence[int] = (1, 5)) -> None:
@@ -73,11 +98,23 @@ class ClassificationMetric:
             self.correct[k] += int(hits[:, :k].any(-1).sum())
         self.count += labels.shape[0]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The hit counts per k and the sample count: sums across processes."""
+        return {"correct": dict(self.correct), "count": self.count}
+
+    def merge(self, other: ClassificationMetric | Mapping[str, Any]) -> ClassificationMetric:
+        state = other.state_dict() if isinstance(other, ClassificationMetric) else other
+        if set(state["correct"]) != set(self.top_k):
+            raise ValueError(f"top-k {sorted(state['correct'])} does not match {list(self.top_k)}")
+        self.correct = {k: self.correct[k] + state["correct"][k] for k in self.top_k}
+        self.count += state["count"]
+        return self
+
     def compute(self) -> dict[str, float]:
         return {self.key(k): self.correct[k] / self.count if self.count else math.nan for k in self.top_k}
 
 
-class CocoDetectionMetric:
+class CocoDetectionMetric(Metric):
     """COCO box AP / AR with pycocotools' COCOeval on boxes in absolute pixels (the numbers papers report).
 
     Image ids are internal and sequential, so updates never collide; a target's "image_id" only serves to drop
@@ -91,7 +128,7 @@ class CocoDetectionMetric:
         self.reset()
 
     def reset(self) -> None:
-        self.images: list[dict] = []
+        self.image_ids: list[int | None] = []  # each evaluated image's own id (None: none given), in order
         self.gt: list[dict] = []
         self.dt: list[dict] = []
         self.seen_ids: set[int] = set()
@@ -103,40 +140,33 @@ class CocoDetectionMetric:
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         repeats = 0
         for pred, target in zip(predictions, targets, strict=True):
+            original = None
             if target.get("image_id") is not None:
                 original = int(_numpy(target["image_id"], np.int64).reshape(-1)[0])
-                if original in self.seen_ids:
-                    repeats += 1
-                    continue
-                self.seen_ids.add(original)
-            image_id = len(self.images) + 1
-            self.images.append({"id": image_id})
+            if self._repeated(original):
+                repeats += 1
+                continue
             boxes = _numpy(target["boxes"]).reshape(-1, 4)
             wh = boxes[:, 2:] - boxes[:, :2]
             n = len(boxes)
             area = _numpy(target["area"]).reshape(-1) if target.get("area") is not None else wh.prod(1)
             crowd = np.zeros(n) if target.get("iscrowd") is None else _numpy(target["iscrowd"], np.int64).reshape(-1)
             labels = _numpy(target["labels"], np.int64).reshape(-1)
-            for box, size, label, a, c in zip(boxes, wh, labels, area, crowd, strict=True):
-                bbox = [float(box[0]), float(box[1]), float(size[0]), float(size[1])]
-                # ids start at 1: COCOeval takes a matched id of 0 for "unmatched"
-                self.gt.append(
-                    {
-                        "id": len(self.gt) + 1,
-                        "image_id": image_id,
-                        "category_id": int(label),
-                        "bbox": bbox,
-                        "area": float(a),
-                        "iscrowd": int(c),
-                    }
-                )
+            gt = [
+                {
+                    "category_id": int(label),
+                    "bbox": [float(box[0]), float(box[1]), float(size[0]), float(size[1])],
+                    "area": float(a),
+                    "iscrowd": int(c),
+                }
+                for box, size, label, a, c in zip(boxes, wh, labels, area, crowd, strict=True)
+            ]
             boxes, scores = _numpy(pred["boxes"]).reshape(-1, 4), _numpy(pred["scores"]).reshape(-1)
+            dt = []
             for box, score, label in zip(boxes, scores, _numpy(pred["labels"], np.int64).reshape(-1), strict=True):
                 w, h = float(box[2] - box[0]), float(box[3] - box[1])
-                self.dt.append(
+                dt.append(
                     {
-                        "id": len(self.dt) + 1,
-                        "image_id": image_id,
                         "category_id": int(label),
                         "bbox": [float(box[0]), float(box[1]), w, h],
                         "score": float(score),
@@ -144,9 +174,51 @@ class CocoDetectionMetric:
                         "iscrowd": 0,
                     }
                 )
+            self._add_image(original, gt, dt)
+        self._warn_repeats(repeats)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluated images' own ids and their COCO annotations (boxes xywh): merged, they are renumbered."""
+        return {"image_ids": list(self.image_ids), "gt": list(self.gt), "dt": list(self.dt)}
+
+    def merge(self, other: CocoDetectionMetric | Mapping[str, Any]) -> CocoDetectionMetric:
+        """Add another accumulator's images after this one's (an image id seen already is skipped, as in `update`)."""
+        state = other.state_dict() if isinstance(other, CocoDetectionMetric) else other
+        per_image = {key: defaultdict(list) for key in ("gt", "dt")}
+        for key, by_image in per_image.items():
+            for ann in state[key]:
+                by_image[ann["image_id"]].append({k: v for k, v in ann.items() if k not in ("id", "image_id")})
+        repeats = 0
+        for image_id, original in enumerate(state["image_ids"], 1):
+            if self._repeated(original):
+                repeats += 1
+                continue
+            self._add_image(original, per_image["gt"][image_id], per_image["dt"][image_id])
+        self._warn_repeats(repeats)
+        return self
+
+    def _repeated(self, original: int | None) -> bool:
+        """Whether an image with this id was evaluated already (then it is skipped); records the id otherwise."""
+        if original is None:
+            return False
+        if original in self.seen_ids:
+            return True
+        self.seen_ids.add(original)
+        return False
+
+    def _add_image(self, original: int | None, gt: list[dict], dt: list[dict]) -> None:
+        """One image's annotations under the next internal image id, with sequential annotation ids from 1 (COCOeval
+        takes a matched id of 0 for "unmatched")."""
+        self.image_ids.append(original)
+        for kept, new in ((self.gt, gt), (self.dt, dt)):
+            for ann in new:
+                kept.append({"id": len(kept) + 1, "image_id": len(self.image_ids), **ann})
+
+    @staticmethod
+    def _warn_repeats(repeats: int) -> None:
         if repeats:
             warnings.warn(
-                f"CocoDetectionMetric: skipped {repeats} image(s) whose image_id was already evaluated", stacklevel=2
+                f"CocoDetectionMetric: skipped {repeats} image(s) whose image_id was already evaluated", stacklevel=3
             )
 
     def compute(self) -> dict[str, float]:
@@ -154,13 +226,14 @@ class CocoDetectionMetric:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
-        if not self.images:
+        if not self.image_ids:
             return dict.fromkeys(COCO_STAT_NAMES, -1.0)
+        images = [{"id": i} for i in range(1, len(self.image_ids) + 1)]
         cat_ids = {a["category_id"] for a in self.gt + self.dt} | set(self.id2label or ())
         categories = [{"id": c, "name": str(c)} for c in sorted(cat_ids)]
         coco_gt, coco_dt = COCO(), COCO()
-        coco_gt.dataset = {"images": self.images, "annotations": self.gt, "categories": categories}
-        coco_dt.dataset = {"images": self.images, "annotations": self.dt, "categories": categories}
+        coco_gt.dataset = {"images": images, "annotations": self.gt, "categories": categories}
+        coco_dt.dataset = {"images": images, "annotations": self.dt, "categories": categories}
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
             coco_gt.createIndex()
             coco_dt.createIndex()  # built by hand: COCO.loadRes fails on an empty list and copies the boxes again
@@ -183,7 +256,7 @@ class CocoDetectionMetric:
         return results
 
 
-class SegmentationMetric:
+class SegmentationMetric(Metric):
     """mIoU / mAcc / aAcc as mmsegmentation computes them for ADE20K, from per-class pixel histograms.
 
     Per class: IoU = intersection / union (NaN only when the class is in neither labels nor predictions; a class

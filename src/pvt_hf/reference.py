@@ -1,11 +1,13 @@
 """Independent implementations holding pvt_hf's weights and computing what the official code computes: timm's
 ``pvt_v2`` (a port of the official v2 code; it needs torchvision) and transformers' own PVT (v1 `Pvt*`, v2 `PvtV2*`)
-with each LayerNorm's eps set as the official code has it. The converter's ``--verify``, the fidelity tests and the
-benchmarks compare pvt_hf with these.
+with each LayerNorm's eps set as the official code has it. The converter's ``--verify`` (`verify_against_reference`,
+here), the equivalence and fidelity tests and the benchmarks compare pvt_hf with these.
 
 Weights travel through the official key names (`pvt_hf.conversion`), so every implementation holds the same numbers.
 `TensorOutputs` turns any of them, or a pvt_hf model, into ``pixel_values -> tuple of tensors``.
 """
+
+import copy
 
 import torch
 from torch import nn
@@ -248,7 +250,53 @@ def independent_reference(config: PvtConfig, official: dict[str, torch.Tensor], 
 def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|, the relative max-abs difference of two outputs; infinite if either
     holds a NaN or an infinity."""
-    return conversion.max_abs_difference(actual, expected) / expected.abs().max().item()
+    return max_abs_difference(actual, expected) / expected.abs().max().item()
+
+
+def verify_against_reference(
+    model: torch.nn.Module, official: dict[str, torch.Tensor], task: str, seed: int = 0
+) -> tuple[float, str]:
+    """Run `model` and an independent implementation of the official code holding the same weights (timm's pvt_v2
+    where it imports and expresses the layout, else transformers' own PVT with the official LayerNorm eps), both in
+    float64 so that only rounding separates them, on the same random inputs; returns the largest relative max-abs
+    difference of their outputs and the reference's name. transformers' v1 reshapes its position tables with the target
+    grid, so off 224 it is handed tables interpolated by the official formula; its stage 4 always runs the class
+    token, so a v1 backbone is compared on stages 1-3."""
+    config = model.config
+    reference, name = independent_reference(config, official, task)
+    model, reference = copy.deepcopy(model).double().eval(), reference.double()
+    v1 = config.absolute_pos_embed
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for height, width in [(224, 224), (256, 320)]:
+        if v1 and (height, width) != (config.image_size, config.image_size):
+            give_transformers_v1_tables(reference, config, height, width)
+        # one image: float64 has no fast CPU kernels, and rounding-level agreement needs no batch statistics
+        pixels = torch.randn(1, config.num_channels, height, width, generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            if task == "classification":
+                ours, theirs = [model(pixels).logits], [_logits(reference, pixels)]
+            elif v1:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states[:3])
+                theirs = transformers_v1_stage_maps(reference, pixels, config)
+            else:
+                ours = list(model(pixels, output_hidden_states=True).hidden_states)
+                out = reference(pixels)
+                theirs = list(out.feature_maps if hasattr(out, "feature_maps") else out)
+        worst = max([worst] + [relative_difference(a, b) for a, b in zip(ours, theirs, strict=True)])
+    return worst, name
+
+
+def max_abs_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b|, infinite if either holds a NaN or an infinity (a NaN difference would vanish in Python's max)."""
+    if not (a.isfinite().all() and b.isfinite().all()):
+        return float("inf")
+    return (a - b).abs().max().item()
+
+
+def _logits(reference, pixels):
+    out = reference(pixels)
+    return out.logits if hasattr(out, "logits") else out
 
 
 __all__ = [
@@ -259,6 +307,7 @@ __all__ = [
     "last_hidden_state",
     "load_into_transformers",
     "logits",
+    "max_abs_difference",
     "pvt_hf_outputs",
     "relative_difference",
     "timm_outputs",
@@ -266,4 +315,5 @@ __all__ = [
     "transformers_outputs",
     "transformers_reference",
     "transformers_v1_stage_maps",
+    "verify_against_reference",
 ]

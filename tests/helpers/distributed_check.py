@@ -14,6 +14,7 @@ import run_image_classification as script  # noqa: E402
 
 from pvt_hf import data, training  # noqa: E402
 from pvt_hf.metrics import ClassificationMetric  # noqa: E402
+from pvt_hf.training import construction  # noqa: E402
 
 out = Path(sys.argv[1])
 record = {}
@@ -26,7 +27,7 @@ def recording_shard(dataset, rank, world_size):
     return part
 
 
-save_outputs, build_scheduler, schedulers = training.save_outputs, training.build_scheduler, []
+save_outputs, build_scheduler, schedulers = training.save_outputs, construction.build_scheduler, []
 
 
 def recording_scheduler(*args, **kwargs):
@@ -56,7 +57,7 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
 
 data.shard_for_process = recording_shard
 training.save_outputs = recording_save_outputs
-training.build_scheduler = recording_scheduler
+construction.build_scheduler = recording_scheduler  # called by training.optimizer_and_scheduler
 script.main(
     [
         "--output_dir",

@@ -12,9 +12,9 @@ import evaluate
 import numpy as np
 import torch
 
+from pvt_hf.data.segmentation import reduce_labels as reduce
 from pvt_hf.evaluate_modules import metric_info
 from pvt_hf.metrics import SegmentationMetric
-from pvt_hf.transforms import reduce_labels as reduce
 
 _INPUTS = """
 Args:
