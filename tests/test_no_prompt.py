@@ -1,5 +1,6 @@
-"""pipeline() on a saved pvt_hf folder, in a process with a closed stdin and a time limit: used as documented (the
-folder's model card: `trust_remote_code` given), it never asks interactively, with pvt_hf imported or not."""
+"""pipeline() on a saved pvt_hf folder, in a process with a closed stdin and a time limit: it never asks
+interactively, with pvt_hf imported (`trust_remote_code` True, False or left out) or not (True, as the model card
+says)."""
 
 import json
 import subprocess
@@ -54,19 +55,17 @@ def run_pipeline(folder, trust, with_pvt_hf: bool) -> tuple[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "trust, with_pvt_hf, module",
-    [(True, True, "pvt_hf."), (False, True, "pvt_hf."), (True, False, "transformers_modules.")],
-    ids=["pvt_hf-trust", "pvt_hf-no-trust", "remote-code"],
+    [
+        (True, True, "pvt_hf."),
+        (False, True, "pvt_hf."),
+        # left out: transformers' video-processor probe used to ask here (the folder's remote image processor names a
+        # remote video processor); pvt_hf now registers its configs as having none
+        (None, True, "pvt_hf."),
+        (True, False, "transformers_modules."),
+    ],
+    ids=["pvt_hf-trust", "pvt_hf-no-trust", "pvt_hf-trust-left-out", "remote-code"],
 )
 def test_pipeline_never_asks(folder, trust, with_pvt_hf, module):
     served_by, output = run_pipeline(folder, trust, with_pvt_hf)
     assert PROMPT not in output
     assert served_by.startswith(module)  # with pvt_hf imported its own classes serve, else the folder's code
-
-
-# Left out after `import pvt_hf`, transformers still asks: the folder's preprocessor_config.json maps AutoImageProcessor
-# to remote code, from which AutoVideoProcessor derives a remote "PvtHfVideoProcessor" that no local class answers.
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="transformers' video-processor probe asks when trust_remote_code is left out")
-def test_pipeline_without_trust_remote_code_after_import_does_not_ask(folder):
-    _, output = run_pipeline(folder, None, with_pvt_hf=True)
-    assert PROMPT not in output

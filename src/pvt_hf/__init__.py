@@ -15,6 +15,7 @@ from transformers import (
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
     AutoModelForUniversalSegmentation,
+    AutoVideoProcessor,
 )
 from transformers.utils import logging
 
@@ -85,6 +86,10 @@ _MODELS = [
 # transformers' lazy mappings also match config classes by name, and its v1 config is called PvtConfig too: register
 # our processors for every backend so none falls through to transformers' PVT processor (whose lookup, here, warns
 # about torchvision; that warning is spurious for us).
+# PVT takes images, never videos, yet pipeline() probes AutoVideoProcessor for every vision task, which derives a
+# remote "PvtHfVideoProcessor" from the folder's AutoImageProcessor auto_map. Registering each config with no video
+# processor (the entry transformers itself keeps for a model whose video backend is missing) tells the probe the
+# model is local: it answers "no video processor" instead of asking whether to trust remote code.
 def _register_with_auto_classes() -> None:
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
@@ -95,6 +100,7 @@ def _register_with_auto_classes() -> None:
             AutoImageProcessor.register(
                 config, image_processor_classes={"pil": processor, "torchvision": processor}, exist_ok=True
             )
+            AutoVideoProcessor.register(config, video_processor_classes={"torchvision": None}, exist_ok=True)
             config.register_for_auto_class()
             model.register_for_auto_class(auto.__name__)
             processor.register_for_auto_class("AutoImageProcessor")

@@ -98,9 +98,8 @@ pipeline_tag: {pipeline_task}
 ```
 
 Without pvt_hf installed, `trust_remote_code=True` runs the modeling code saved in this folder; with `import pvt_hf`,
-pvt_hf's registered classes serve either way. Keep the argument after `import pvt_hf` too: the Auto classes load
-without it, but `pipeline()` then asks interactively whether to trust remote code (transformers probes the folder for a
-video processor named after its remote image processor). Needs torch and transformers 5.x; Mask2Former folders also
+pvt_hf's registered classes serve with the argument or without it, and neither the Auto classes nor `pipeline()`
+ask whether to trust remote code. Needs torch and transformers 5.x; Mask2Former folders also
 scipy (transformers builds Mask2Former's matching loss with the model: `pip install scipy`).
 """
 
