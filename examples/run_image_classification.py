@@ -17,11 +17,9 @@ flips/mixing: digits are not mirror-symmetric) that finishes in a few minutes on
 import argparse
 
 import torch
-from accelerate.utils import set_seed
 from transformers import AutoModelForImageClassification
 
 from pvt_hf import PRESETS, PvtConfig, data, training
-from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.classification import (
     ClassificationTrainTransform,
     TrainItem,
@@ -65,14 +63,11 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
-    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
-    training.check_hub_access(args)
-    accelerator = training.make_accelerator(args)
+    accelerator = training.start_run(args)  # Hub pre-flight, all cores, accelerator, seed
     if args.learning_rate is None:  # DeiT: 5e-4 for a total batch of 512
         total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
         args.learning_rate = 5e-4 * total_batch / 512
-    set_seed(args.seed)
 
     # ---------------------------------------------------------------------------------------------------- data
     splits = training.dataset_splits(args, TASK, {"image": args.image_column_name, "label": args.label_column_name})
@@ -122,8 +117,7 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor)
-    metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
-    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
+    metrics |= progress.skipped_counts()
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

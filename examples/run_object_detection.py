@@ -19,7 +19,6 @@ needs far longer schedules to stop predicting one mean box per query).
 import argparse
 
 import torch
-from accelerate.utils import set_seed
 from transformers import AutoModelForObjectDetection, DeformableDetrConfig
 
 from pvt_hf import (
@@ -31,7 +30,6 @@ from pvt_hf import (
     data,
     training,
 )
-from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.detection import Collate, DetectionTrainTransform, TrainItem, eval_targets
 from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
 
@@ -80,11 +78,8 @@ def config_from_preset(args):
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
-    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
-    training.check_hub_access(args)
-    accelerator = training.make_accelerator(args)
-    set_seed(args.seed)
+    accelerator = training.start_run(args)  # Hub pre-flight, all cores, accelerator, seed
 
     # ---------------------------------------------------------------------------------------------------- data
     columns = {"image": args.image_column_name, "objects": args.annotation_column_name}
@@ -125,8 +120,7 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------ evaluation
     eval_batches = progress.eval_batches(data.eval_loader(eval_set, args, TASK, world))
     metrics = evaluate(accelerator, model, eval_batches, processor, args)
-    metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
-    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
+    metrics |= progress.skipped_counts()
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

@@ -29,7 +29,6 @@ processor (shorter side --image_size) and its `post_process_semantic_segmentatio
 import argparse
 
 import torch
-from accelerate.utils import set_seed
 from transformers import (
     AutoConfig,
     AutoModelForSemanticSegmentation,
@@ -46,7 +45,6 @@ from pvt_hf import (
     data,
     training,
 )
-from pvt_hf.cpu_threads import use_available_cores
 from pvt_hf.data.segmentation import Mask2FormerCollate, SegmentationTrainTransform, TrainItem, collate, eval_labels
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
 from pvt_hf.metrics import SegmentationMetric, results_with_prefix
@@ -114,11 +112,8 @@ def mask2former_predict(model, processor, images, device) -> list[torch.Tensor]:
 
 def main(argv=None):
     # ----------------------------------------------------------------------------------------------- arguments
-    use_available_cores()  # accelerate launch leaves a CPU-only process 1 thread
     args = parse_args(argv)
-    training.check_hub_access(args)
-    accelerator = training.make_accelerator(args)
-    set_seed(args.seed)
+    accelerator = training.start_run(args)  # Hub pre-flight, all cores, accelerator, seed
 
     # ---------------------------------------------------------------------------------------------------- data
     splits = training.dataset_splits(
@@ -174,8 +169,7 @@ def main(argv=None):
     metrics = evaluate(
         accelerator, model, eval_batches, processor, len(id2label), ignore, args.do_reduce_labels, predict_with
     )
-    metrics["skipped_corrupt_samples"] = progress.skipped_in_all_processes()
-    metrics["skipped_nonfinite_steps"] = progress.guard.skipped_steps  # the same on every process
+    metrics |= progress.skipped_counts()
     accelerator.print(f"eval: {metrics}")
 
     # ----------------------------------------------------------------------------------------- save, push

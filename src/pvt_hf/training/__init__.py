@@ -28,6 +28,7 @@ from .construction import (
     no_weight_decay,
     optimizer_and_scheduler,
     parameter_groups,
+    start_run,
 )
 from .loop import (
     Progress,
@@ -60,6 +61,7 @@ __all__ = [
     "label_kwargs",
     "latest_checkpoint",
     "make_accelerator",
+    "start_run",
     "merged_over_processes",
     "mixing_generator",
     "no_weight_decay",

@@ -4,10 +4,13 @@ position tables and class tokens) and schedules."""
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from transformers import AutoConfig, get_scheduler
 
 from ..configuration_pvt import label_fields
+from ..cpu_threads import use_available_cores
 from ..transfer import load_pretrained_backbone
+from .arguments import check_hub_access
 
 
 def label_kwargs(id2label: dict) -> dict:
@@ -36,6 +39,17 @@ def build_model(args, id2label: dict, auto_class, presets, config_from_preset):
     if getattr(args, "backbone_name_or_path", None):
         load_pretrained_backbone(model, args.backbone_name_or_path, **hub)
     return model
+
+
+def start_run(args) -> Accelerator:
+    """What every script does first: the Hub pre-flight (a push that would fail says so before any work), all of
+    this process's share of the cores (`accelerate launch` leaves a CPU-only process one thread), the accelerator,
+    the seed."""
+    check_hub_access(args)
+    use_available_cores()
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+    return accelerator
 
 
 def make_accelerator(args) -> Accelerator:

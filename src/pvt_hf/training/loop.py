@@ -169,8 +169,13 @@ class Progress:
             if batch:
                 yield batch["examples"]
 
-    def skipped_in_all_processes(self) -> int:
-        return sum_over_processes(self.skipped)
+    def skipped_counts(self) -> dict[str, int]:
+        """What the run skipped, for all_results.json: corrupt samples over all processes, and the optimizer steps
+        skipped for a non-finite loss or gradient (`--skip_nonfinite_steps`; the same on every process)."""
+        return {
+            "skipped_corrupt_samples": sum_over_processes(self.skipped),
+            "skipped_nonfinite_steps": self.guard.skipped_steps,
+        }
 
 
 def backward_step(
