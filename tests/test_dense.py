@@ -182,7 +182,8 @@ def test_tiny_detr_overfits_a_handful_of_images():
     torch.manual_seed(0)
     model = detection_model("detr", "v2", auxiliary_loss=False).train()
     pixels, targets = make_shapes_batch(4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    # lr 1e-3: at 2e-3 this seed's loss oscillated (6.6 -> 4.6 after 300 steps once the official LayerNorm eps was in)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     losses = []
     for _ in range(300):  # about 15 s on 2 CPU cores
         loss = model(pixel_values=pixels, labels=targets).loss
