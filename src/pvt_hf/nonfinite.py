@@ -17,11 +17,11 @@ class NonFiniteGuard:
     """Decides, on every optimizer step, whether it may update the weights.
 
     `add_batch(samples, step)` names the samples of each batch (this process's, of the optimizer step `step`);
-    `allows_step(loss, model)`, called after the backward pass, records whether the loss was finite and, on the
-    accumulation boundary, whether the gradients are (not under a gradient scaler: fp16's scaler skips overflowing
-    steps itself, and its gradients are scaled). All processes agree (one reduction of a single number), so they
-    step or stop together. A bad step raises `NonFiniteStepError`, or with `skip` is not taken and is counted in
-    `skipped_steps`."""
+    `allows_step(loss, model, grad_norm)`, called after the backward pass, records whether the loss was finite and,
+    on the accumulation boundary, whether the gradients are (not under a gradient scaler: fp16's scaler skips
+    overflowing steps itself, and its gradients are scaled). All processes agree (one reduction of a single number),
+    so they step or stop together. A bad step raises `NonFiniteStepError`, or with `skip` is not taken and is counted
+    in `skipped_steps`."""
 
     def __init__(self, accelerator, skip: bool):
         self.accelerator, self.skip = accelerator, skip
@@ -32,16 +32,20 @@ class NonFiniteGuard:
         self.samples += samples
         self.step = step
 
-    def allows_step(self, loss: torch.Tensor, model) -> bool:
+    def allows_step(self, loss: torch.Tensor, model, grad_norm: torch.Tensor | None = None) -> bool:
+        """`grad_norm`: the gradients' total norm where the step already computed it (clipping), so that it is not
+        computed twice; a NaN or inf anywhere in the gradients makes it non-finite."""
         finite = torch.isfinite(loss.detach()).all()
         self.bad_loss = ~finite if self.bad_loss is None else self.bad_loss | ~finite
         if not self.accelerator.sync_gradients:
             return True
         bad = self.bad_loss.float()
         if getattr(self.accelerator, "scaler", None) is None:
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            if grads:
-                bad = bad + (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float()
+            if grad_norm is None:
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
+            if grad_norm is not None:
+                bad = bad + (~torch.isfinite(torch.as_tensor(grad_norm))).float()
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad.reshape(1), "sum")
         bad_loss, samples = self.bad_loss, self.samples

@@ -184,9 +184,10 @@ def backward_step(
     """Backward, clipping on the accumulation boundary, optimizer step (a no-op between boundaries) unless `guard`
     (`Progress.guard`) finds the loss or gradients non-finite."""
     accelerator.backward(loss)
+    grad_norm = None
     if accelerator.sync_gradients and max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    if guard.allows_step(loss, model):
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)  # the guard reuses the norm
+    if guard.allows_step(loss, model, grad_norm):
         optimizer.step()
     optimizer.zero_grad()
 
