@@ -1,6 +1,6 @@
 """Threads per process: the cores a launched process is given, not the one thread a launcher leaves it.
 
-`accelerate launch` on a machine without a GPU (and without `--cpu`) exports OMP_NUM_THREADS=1 to the script unless
+`accelerate launch` (without `--cpu`, GPU or not) exports OMP_NUM_THREADS=1 to the script unless
 the user set OMP_NUM_THREADS or `--num_cpu_threads_per_process` (accelerate/commands/launch.py,
 `_validate_launch_command`: only `--cpu` derives a count, from physical cores); torchrun exports 1 for several
 processes per node. The script cannot tell that 1 from a user's own 1 by its environment, so it reads the launcher's
@@ -17,7 +17,14 @@ import torch
 
 __all__ = ["use_available_cores"]
 
-_LAUNCHERS = ("accelerate", "torchrun", "torch.distributed.run", "torch.distributed.launch")
+_LAUNCHERS = (
+    "accelerate",
+    "accelerate-launch",
+    "accelerate.commands.launch",
+    "torchrun",
+    "torch.distributed.run",
+    "torch.distributed.launch",
+)
 
 
 def _launcher_process() -> tuple[list[str], dict[str, str]] | None:
@@ -40,16 +47,18 @@ def available_cores() -> int:
 
 
 def use_available_cores() -> int:
-    """Under a launcher that chose OMP_NUM_THREADS by itself, run torch on available cores / local processes (at least
-    1); a value the user set (OMP_NUM_THREADS in the launcher's environment, `--num_cpu_threads_per_process`), and any
-    run without a launcher, keep their threads. Returns the number of threads torch uses."""
-    launcher = _launcher_process()
-    if launcher is not None and "OMP_NUM_THREADS" in os.environ:
+    """Under a launcher that fell back to OMP_NUM_THREADS=1, run torch on available cores / local processes (at least
+    1); a value the user set (OMP_NUM_THREADS in the launcher's environment, `--num_cpu_threads_per_process`), the
+    count accelerate's `--cpu` derives, and any run without a launcher keep their threads. Returns the number of
+    threads torch uses."""
+    launcher = _launcher_process() if os.environ.get("OMP_NUM_THREADS") == "1" else None  # the launchers' fallback
+    if launcher is not None:
         argv, environ = launcher
-        user_set = "OMP_NUM_THREADS" in environ or any(
-            arg.split("=")[0] == "--num_cpu_threads_per_process" for arg in argv
+        # accelerate's --cpu already derived a count (physical cores / processes): its choice, not a fallback
+        chosen = "OMP_NUM_THREADS" in environ or any(
+            arg.split("=")[0] in ("--num_cpu_threads_per_process", "--cpu") for arg in argv
         )
-        if not user_set:
+        if not chosen:
             processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
             threads = max(available_cores() // processes, 1)
             torch.set_num_threads(threads)

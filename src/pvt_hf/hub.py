@@ -81,6 +81,12 @@ def _card(
         )
     code = "\n\n".join("\n".join(lines) for lines in code)
     license = f"license: {license}\n" if license else ""
+    needs = {  # what some heads need beyond torch and transformers
+        "AutoModelForUniversalSegmentation": "; also scipy (transformers builds Mask2Former's matching loss with the "
+        "model: `pip install scipy`)",
+        "AutoModelForObjectDetection": "; RetinaNet folders also torchvision",
+        "AutoModelForInstanceSegmentation": "; also torchvision (Mask R-CNN is built on torchvision.models.detection)",
+    }.get(auto_class, "")
     return f"""---
 library_name: transformers
 {license}tags: [pvt, pyramid-vision-transformer, pvt_hf, {pipeline_task}]
@@ -99,8 +105,7 @@ pipeline_tag: {pipeline_task}
 
 Without pvt_hf installed, `trust_remote_code=True` runs the modeling code saved in this folder; with `import pvt_hf`,
 pvt_hf's registered classes serve with the argument or without it, and neither the Auto classes nor `pipeline()`
-ask whether to trust remote code. Needs torch and transformers 5.x; Mask2Former folders also
-scipy (transformers builds Mask2Former's matching loss with the model: `pip install scipy`).
+ask whether to trust remote code. Needs torch and transformers 5.x{needs}.
 """
 
 

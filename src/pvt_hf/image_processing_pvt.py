@@ -94,9 +94,10 @@ class PvtDetrImageProcessor(RgbConversionMixin, DetrImageProcessorPil):
     Deformable DETR's outputs get Deformable DETR's instead (see `PvtDeformableDetrImageProcessor`): folders saved
     before Deformable DETR had its own processor name this one, and the head, not that name, decides."""
 
-    def post_process_object_detection(self, outputs, threshold=0.5, target_sizes=None):
-        # Deformable DETR's outputs carry the decoder's reference points (also where the pipeline has turned them into
-        # a plain ModelOutput)
+    def post_process_object_detection(self, outputs, threshold=0.5, target_sizes=None, top_k=100):
+        """`top_k`: Deformable DETR's (query, class) pairs kept, for its outputs only."""
+        # Deformable DETR's outputs carry the decoder's reference points; read by name, since the pipeline's move to
+        # the CPU re-wraps them as a plain ModelOutput (transformers' Pipeline._ensure_tensor_on_device)
         if getattr(outputs, "init_reference_points", None) is not None:
             logger.warning_once(
                 "PvtDetrImageProcessor got Deformable DETR outputs: post-processed as Deformable DETR's (sigmoid, "
@@ -106,7 +107,9 @@ class PvtDetrImageProcessor(RgbConversionMixin, DetrImageProcessorPil):
                 "`PvtDeformableDetrImageProcessor.from_pretrained(folder).save_pretrained(folder)`."
             )
             # the pre-processing is the same; only the post-processing is the head's
-            return DeformableDetrImageProcessorPil.post_process_object_detection(self, outputs, threshold, target_sizes)
+            return DeformableDetrImageProcessorPil.post_process_object_detection(
+                self, outputs, threshold, target_sizes, top_k
+            )
         return super().post_process_object_detection(outputs, threshold, target_sizes)
 
 

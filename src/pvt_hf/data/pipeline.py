@@ -122,7 +122,8 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
                 if self.num_labels:
                     check_label_range(item, self.task, self.num_labels, _where(example))
                 if self.transform is not None:
-                    item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{_sample_key(example)}"))
+                    key = _sample_key(example)
+                    item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{key}"))
             except LabelOutOfRangeError:  # the label set is wrong, not the sample: stop
                 raise
             except Exception as error:  # noqa: BLE001 - any failure of one sample must not end a long run
@@ -130,7 +131,7 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
                 continue
             if self.transform is not None:
                 item["skipped"], pending = self.skipped - pending, self.skipped
-                item["sample"] = _sample_key(example)  # named by an error about its batch (pvt_hf.nonfinite)
+                item["sample"] = key  # named by an error about its batch (pvt_hf.nonfinite)
             yield item
         if self.transform is not None and self.skipped > pending:
             yield {"skipped": self.skipped - pending}

@@ -18,6 +18,8 @@ import math
 
 from datasets import ClassLabel, Features, Image, List, Value
 
+from .detection import xyxy_to_xywh
+
 TASKS = ("classification", "detection", "segmentation")
 
 # canonical column -> source column; `bbox`, `category`, `area`, `iscrowd` are fields of the `objects` column
@@ -140,9 +142,7 @@ class DetectionRow:
 
     def _box(self, box):
         box = [_float(v) for v in box] if isinstance(box, (list, tuple)) else [math.nan] * 4
-        if self.xyxy and len(box) == 4:
-            box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-        return box
+        return xyxy_to_xywh(box) if self.xyxy and len(box) == 4 else box
 
 
 def _float(v) -> float:

@@ -78,7 +78,7 @@ class Progress:
         resumed = resumed or {}
         self.step, self.epoch = resumed.get("step", 0), resumed.get("epoch", 0)
         self.epoch_step, self.skipped = resumed.get("epoch_step", 0), resumed.get("skipped", 0)
-        self.loader = self.model = None
+        self.loader = self.model = self.saved_step = None
         self.guard = NonFiniteGuard(accelerator, args.skip_nonfinite_steps)  # passed to backward_step
         self.preemption = Preemption()
         self.preemption.install()
@@ -100,6 +100,8 @@ class Progress:
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 if checkpoint_due(self.args, self.step, end_of_epoch=True):
                     self._save()
+            if self.preemption.received is not None:  # arrived after the last step's check
+                self._stop_preempted(saved=self.saved_step == self.step)
         finally:  # also when the loop raises (once this generator is closed)
             self.preemption.restore()
         self.bar.close()
@@ -161,12 +163,13 @@ class Progress:
         state |= run_layout(self.accelerator.num_processes, self.args)
         check_finite_weights(self.model, Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.step}")
         save_checkpoint(self.accelerator, self.args.output_dir, state, loader)
+        self.saved_step = self.step
 
     def eval_batches(self, loader):
         """The evaluation loader's lists of examples, its corrupt-sample counts added to `skipped`."""
         for batch in loader:
             self.skipped += batch.pop("skipped")
-            if batch:
+            if "examples" in batch:  # not a count-only batch (corrupt samples after the last good one)
                 yield batch["examples"]
 
     def skipped_counts(self) -> dict[str, int]:
@@ -189,6 +192,8 @@ def backward_step(
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)  # the guard reuses the norm
     if guard.allows_step(loss, model, grad_norm):
         optimizer.step()
+    elif grad_norm is not None and getattr(accelerator, "scaler", None) is not None:
+        accelerator.scaler.update()  # clipping unscaled the gradients: close that round as a skipped step would
     optimizer.zero_grad()
 
 
