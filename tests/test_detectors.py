@@ -148,6 +148,19 @@ def test_converted_retinanet_matches_mmdetection():
 
 
 @torch.no_grad()
+def test_roi_pooling_of_a_small_padded_image_uses_the_levels_strides():
+    """A 65x65 image in a batch padded to 96: the levels' strides are 4..32 whatever the unpadded size (torchvision's
+    own pooler infers 2..16 from it and samples every RoI at twice its position)."""
+    model = tiny_detector("mask-rcnn", "v2").eval()
+    torch.manual_seed(0)
+    feats = [torch.randn(1, 8, 96 // stride, 96 // stride) for stride in (4, 8, 16, 32)]
+    boxes = torch.tensor([[4.0, 6.0, 40.0, 30.0], [10.0, 12.0, 60.0, 62.0], [30.0, 20.0, 50.0, 60.0]])
+    pooled = model.roi_heads.box_roi_pool(dict(zip("0123", feats, strict=True)), [boxes], [(65, 65)])
+    rois = torch.cat([torch.zeros(3, 1), boxes], dim=1)
+    torch.testing.assert_close(pooled, mm.single_roi_extractor(feats, rois, 7, [4, 8, 16, 32]))
+
+
+@torch.no_grad()
 def test_converted_mask_rcnn_matches_mmdetection():
     model, heads, features, theirs = converted_with_reference("mask-rcnn", "v2")
     boxes = torch.tensor([[4.0, 6.0, 40.0, 30.0], [10.0, 12.0, 120.0, 90.0], [50.0, 20.0, 70.0, 60.0]])

@@ -96,6 +96,8 @@ class PvtRetinaNetConfig(PvtDetectorConfig):
         _fractions(self, ("prior_probability", "positive_iou_threshold", "negative_iou_threshold"))
         if self.negative_iou_threshold > self.positive_iou_threshold:
             raise ValueError("PvtRetinaNetConfig.negative_iou_threshold must not exceed positive_iou_threshold")
+        if self.num_head_convs > 4:
+            raise ValueError("PvtRetinaNetConfig.num_head_convs is at most 4 (torchvision's RetinaNet head)")
 
     @property
     def anchor_sizes(self) -> list[list[float]]:

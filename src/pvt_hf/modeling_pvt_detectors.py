@@ -24,9 +24,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, box_convert, roi_align
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
-from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
+from torchvision.ops.poolers import _convert_to_roi_format, initLevelMapper
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
@@ -77,11 +77,16 @@ class P6P7FromC5(ExtraFPNBlock):
 
 class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
     """torchvision's multi-scale RoIAlign with mmcv's `aligned=True` (pixel centres at +0.5), as mmdetection's
-    SingleRoIExtractor samples; level k = floor(4 + log2(sqrt(area) / 224)) is mmdetection's finest-scale-56 rule."""
+    SingleRoIExtractor samples; level k = floor(4 + log2(sqrt(area) / 224)) is mmdetection's finest-scale-56 rule.
+    Fixed strides, as mmdetection's (torchvision infers them per call from unpadded sizes: wrong for small inputs)."""
+
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, strides=(4, 8, 16, 32)):
+        super().__init__(featmap_names, output_size, sampling_ratio)
+        self.scales, low, high = [1.0 / s for s in strides], int(math.log2(strides[0])), int(math.log2(strides[-1]))
+        self.map_levels = initLevelMapper(low, high, self.canonical_scale, self.canonical_level)
 
     def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]):
         features = [x[name] for name in self.featmap_names]
-        self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
@@ -171,7 +176,8 @@ class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
             sizes = torch.tensor([[height, width]] * len(pixel_values), device=pixel_values.device)
         else:
             sizes = torch.stack([pixel_mask[:, :, 0].sum(1), pixel_mask[:, 0, :].sum(1)], dim=1)
-        padded = F.pad(pixel_values, (0, -width % SIZE_DIVISOR, 0, -height % SIZE_DIVISOR))
+        pad = (0, -width % SIZE_DIVISOR, 0, -height % SIZE_DIVISOR)
+        padded = F.pad(pixel_values, pad) if any(pad) else pixel_values  # no copy of an already padded batch
         targets = None
         if labels is not None:
             if len(labels) != len(pixel_values):
@@ -190,10 +196,9 @@ class PvtDetectorPreTrainedModel(PvtLoadingMixin, PreTrainedModel):
             )
         if classes.numel() and (classes.min() < 0 or classes.max() >= self.config.num_labels):
             raise ValueError(f"labels' class_labels hold ids outside [0, {self.config.num_labels}): {classes.tolist()}")
-        h, w = canvas
-        cx, cy, bw, bh = (boxes.float() * boxes.new_tensor([w, h, w, h], dtype=torch.float)).unbind(-1)
-        xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
-        return {"boxes": xyxy, "labels": classes.long() + self.label_offset, **self._target_masks(target, padded_size)}
+        (h, w), xyxy = canvas, box_convert(boxes.float(), "cxcywh", "xyxy")
+        boxes = xyxy * xyxy.new_tensor([w, h, w, h])
+        return {"boxes": boxes, "labels": classes.long() + self.label_offset, **self._target_masks(target, padded_size)}
 
     label_offset = 0  # torchvision's class id of label 0
 
@@ -245,8 +250,6 @@ class PvtRetinaNetForObjectDetection(PvtDetectorPreTrainedModel):
         self._build_neck(config, slice(1, None), None)
         self.neck.extra_blocks = P6P7FromC5(self.backbone.channels[-1], channels)
         num_anchors = len(config.anchor_ratios) * config.scales_per_octave
-        if config.num_head_convs > 4:
-            raise ValueError("PvtRetinaNetConfig.num_head_convs is at most 4 (torchvision's RetinaNet head)")
         head = RetinaNetHead(channels, num_anchors, config.num_labels)  # sigmoid focal loss, alpha 0.25, gamma 2
         head.classification_head.conv = head.classification_head.conv[: config.num_head_convs]
         head.regression_head.conv = head.regression_head.conv[: config.num_head_convs]
