@@ -151,8 +151,14 @@ def test_verify_compares_with_the_exact_reference_and_catches_an_eps_deviation(f
     tiny = dict(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 40, 64], mlp_ratios=[2, 2, 2, 2], num_labels=10)
     exact = random_float64_model(PvtConfig.from_preset(family, **tiny)).float()
     official = pvt_hf_to_official(exact.state_dict())
-    for model, task in [(exact, "classification"), (backbone_of(exact), "backbone")]:
-        difference, name = verify_against_reference(model, official, task)
+    backbone = backbone_of(exact)
+    backbone_only = pvt_hf_to_official(backbone.state_dict())  # a backbone folder's weights: no head
+    for model, task, weights in [
+        (exact, "classification", official),
+        (backbone, "backbone", official),
+        (backbone, "backbone", backbone_only),
+    ]:
+        difference, name = verify_against_reference(model, weights, task)
         assert name.startswith(expected) and difference <= TOLERANCE, (task, name, difference)
     one_eps = PvtConfig.from_preset(
         family, **tiny, patch_embed_layer_norm_eps=1e-6, spatial_reduction_layer_norm_eps=1e-6

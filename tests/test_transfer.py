@@ -1,6 +1,7 @@
 """Backbone transfer: every dense model starts from a pretrained PVT classification or backbone folder, exactly, and
 nothing is re-initialised or dropped silently."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,18 @@ def test_a_different_architecture_is_refused_naming_the_fields(tmp_path, source_
     with pytest.raises(BackboneTransferError, match=f"differs from the target backbone's in {fields} "):
         load_pretrained_backbone(model, str(tmp_path))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_backbone_saved_before_the_per_norm_eps_fields_transfers(tmp_path):
+    """A config.json of one eps (written before the patch-embedding / spatial-reduction eps fields) holds the same
+    tensors as today's preset: the trunk transfers, not refused on the eps."""
+    PvtBackbone(tiny_config("v2", num_labels=0)).save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["patch_embed_layer_norm_eps"], config["spatial_reduction_layer_norm_eps"]
+    config_file.write_text(json.dumps(config))
+    report = load_pretrained_backbone(segmentation_model("semantic_fpn", "v2"), str(tmp_path))
+    assert report["loaded"]
 
 
 def test_a_tensor_missing_from_the_source_is_an_error_not_a_random_init(tmp_path):

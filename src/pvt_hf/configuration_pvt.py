@@ -27,9 +27,10 @@ _V1_V2 = dict(
 OFFICIAL_LAYER_NORM_EPS = dict(
     layer_norm_eps=1e-6, patch_embed_layer_norm_eps=1e-5, spatial_reduction_layer_norm_eps=1e-5
 )
-_EPS_FIELDS = tuple(OFFICIAL_LAYER_NORM_EPS)
+EPS_FIELDS = tuple(OFFICIAL_LAYER_NORM_EPS)
 LAYOUT_SWITCHES = tuple(k for k in _V1_V2 if k != "conv_init")
-# The fields that decide a trunk's tensors and what it computes (not its initialisation, dropout or input size).
+# The fields that decide a trunk's tensors and what it computes (not its initialisation, dropout or input size, nor
+# the norms' eps: a folder saved before the eps fields existed holds the same tensors as today's preset).
 ARCHITECTURE_FIELDS = (
     "num_channels",
     "depths",
@@ -37,7 +38,6 @@ ARCHITECTURE_FIELDS = (
     *LAYOUT_SWITCHES,
     "qkv_bias",
     "hidden_act",
-    *_EPS_FIELDS,
 )
 _BOOLEANS = (*(k for k in LAYOUT_SWITCHES if k != "pooling"), "qkv_bias")
 CONV_INITS = ("fan_out", "default")
@@ -193,10 +193,10 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in _BOOLEANS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PvtConfig.{name} must be true or false (a boolean), got {getattr(self, name)!r}")
-        for name in _EPS_FIELDS[1:]:
+        for name in ("patch_embed_layer_norm_eps", "spatial_reduction_layer_norm_eps"):  # a config.json of one eps
             if getattr(self, name) is None:
                 setattr(self, name, self.layer_norm_eps)
-        for name in (*_RATES, "initializer_range", *_EPS_FIELDS):
+        for name in (*_RATES, "initializer_range", *EPS_FIELDS):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"PvtConfig.{name} must be a number, got {value!r}")

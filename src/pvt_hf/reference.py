@@ -8,6 +8,7 @@ Weights travel through the official key names (`pvt_hf.conversion`), so every im
 """
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -195,7 +196,7 @@ def timm_reference(config: PvtConfig, official: dict[str, torch.Tensor]) -> nn.M
         )
     model = PyramidVisionTransformerV2(
         in_chans=config.num_channels,
-        num_classes=config.num_labels,
+        num_classes=config.num_labels if "head.weight" in official else 0,  # a backbone's weights have no head
         depths=tuple(config.depths),
         embed_dims=tuple(config.hidden_sizes),
         num_heads=tuple(config.num_attention_heads),
@@ -234,7 +235,7 @@ def independent_reference(config: PvtConfig, official: dict[str, torch.Tensor], 
     otherwise transformers' own PVT with the official LayerNorm eps (its backbone returns `feature_maps`)."""
     try:
         model = timm_reference(config, official)
-    except (ImportError, ValueError):  # timm absent (never required: it needs torchvision) or not this layout
+    except (ImportError, ValueError):  # timm absent (never required at run time) or not this layout
         pass
     else:
         return (model if task == "classification" else _TimmFeatureMaps(model).eval()), "timm"
@@ -249,8 +250,9 @@ def independent_reference(config: PvtConfig, official: dict[str, torch.Tensor], 
 
 def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|, the relative max-abs difference of two outputs; infinite if either
-    holds a NaN or an infinity."""
-    return max_abs_difference(actual, expected) / expected.abs().max().item()
+    holds a NaN or an infinity (a NaN would vanish in Python's max) or `expected` is all zeros."""
+    difference, scale = max_abs_difference(actual, expected), expected.abs().max().item()
+    return difference / scale if math.isfinite(difference) and scale > 0 else math.inf
 
 
 def verify_against_reference(

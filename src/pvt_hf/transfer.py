@@ -16,7 +16,7 @@ import json
 import torch
 from transformers.utils import cached_file, logging
 
-from .configuration_pvt import ARCHITECTURE_FIELDS, PvtConfig
+from .configuration_pvt import ARCHITECTURE_FIELDS, EPS_FIELDS, PvtConfig
 
 logger = logging.get_logger(__name__)
 
@@ -162,7 +162,7 @@ def config_with_source_backbone(config, name_or_path: str, **hub_kwargs):
     source, target = source_config(name_or_path, **hub_kwargs), config.backbone_config
     keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "initializer_range")
     config.backbone_config = PvtConfig(
-        **{k: getattr(source, k) for k in (*ARCHITECTURE_FIELDS, "image_size", "conv_init")},
+        **{k: getattr(source, k) for k in (*ARCHITECTURE_FIELDS, *EPS_FIELDS, "image_size", "conv_init")},
         **{k: getattr(target, k) for k in keep},
         out_features=list(target.out_features),
         num_labels=0,
