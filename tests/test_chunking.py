@@ -146,6 +146,19 @@ def test_meta_forward_without_gradients_counts_as_with_them(preset, model_class,
     assert counts[0] == counts[1] > 0
 
 
+@pytest.mark.parametrize("family", ["v1", "v2", "v2-li"])
+def test_cpu_forward_without_gradients_counts_as_with_them(family):
+    """On the CPU, where inference fuses the depth-wise conv and GELU into one oneDNN op: the FLOP count under no_grad
+    (fused, chunked) equals the count with gradients (plain ops)."""
+    model = PvtForImageClassification(tiny_config(family)).eval()
+    counts = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            model(torch.randn(2, 3, 64, 96))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
 @pytest.mark.skipif(not FUSED_CONV_GELU, reason="this torch build has no oneDNN conv with a fused GELU")
 @pytest.mark.parametrize("family", ["v2", "v2-li"])  # v1's MLP has no conv
 def test_chunks_and_fused_conv_gelu_under_bf16_autocast(family, chunk_counter, monkeypatch):

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import conv_flop_count, flop_registry, register_flop_formula
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
@@ -24,6 +25,12 @@ from .configuration_pvt import PvtConfig
 LINEAR_SRA_POOL_SIZE = 7  # P in the v2 paper
 # oneDNN's convolution with a fused elementwise op (what torch.compile's CPU backend calls), where this build has it
 FUSED_CONV_GELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+if FUSED_CONV_GELU and torch.ops.mkldnn._convolution_pointwise not in flop_registry:  # once (remote code: twice)
+
+    @register_flop_formula(torch.ops.mkldnn._convolution_pointwise)
+    def _fused_conv_flops(x_shape, w_shape, third, *args, out_shape=None, **kwargs) -> int:
+        """FlopCounterMode counts the fused conv as the plain one (the .binary overload: x, other, weight, ...)."""
+        return conv_flop_count(x_shape, third if third is not None and len(third) == 4 else w_shape, out_shape)
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -207,6 +214,7 @@ class PvtMlp(nn.Module):
         # Without gradients the exact GELU (the papers' and every preset's) overwrites its input: one fewer of the
         # MLP's widest buffers.
         self.inplace_gelu = config.hidden_act == "gelu"
+        self.fused_conv_gelu = FUSED_CONV_GELU and self.inplace_gelu and self.dwconv is not None
         self.fc2 = nn.Linear(inner_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -243,17 +251,21 @@ class PvtMlp(nn.Module):
         weight, bias = self.dwconv.weight[group], self.dwconv.bias[group]
         feature_map = tokens_to_map(hidden, height, width)
         dtype, groups = feature_map.dtype, weight.shape[0]
-        fused = FUSED_CONV_GELU and self.inplace_gelu and feature_map.device.type == "cpu"
         if (
-            fused
+            self.fused_conv_gelu
+            and feature_map.device.type == "cpu"
             and dtype in (torch.float32, torch.bfloat16)
             and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
         ):
             # autocast does not cast for this op: the conv's parameters are cast as autocast would have
             weight, bias = weight.to(dtype), bias.to(dtype)
-            args = ([1, 1], [1, 1], [1, 1], groups, "gelu", [], "none")  # padding, stride, dilation; exact GELU
+            conv = self.dwconv
+            # padding, stride, dilation, groups, then GELU without the tanh approximation ("none")
+            args = (list(conv.padding), list(conv.stride), list(conv.dilation), groups, "gelu", [], "none")
             return map_to_tokens(torch.ops.mkldnn._convolution_pointwise(feature_map, weight, bias, *args))
-        return self.activate(map_to_tokens(F.conv2d(feature_map, weight, bias, padding=1, groups=groups)))
+        return self.activate(
+            map_to_tokens(F.conv2d(feature_map, weight, bias, padding=self.dwconv.padding, groups=groups))
+        )
 
     def forward_in_chunks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The same MLP without gradients, at most `chunk_bytes` of hidden activations at a time: runs of tokens
