@@ -21,6 +21,7 @@ import pvt_hf  # noqa: E402
 from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, conversion  # noqa: E402
 from pvt_hf.reference import (  # noqa: E402
     TensorOutputs,
+    max_abs_difference,
     pvt_hf_outputs,
     timm_outputs,
     transformers_outputs,
@@ -122,7 +123,7 @@ def compare_with_pvt_hf(impl: str, preset: str, task: str, weights: dict, height
     else:
         expected, actual = ours(pixels), reference(pixels)
         compared = "logits" if task == "classification" else f"feature maps of stages 1-{len(expected)}"
-    diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(actual, expected, strict=True))
+    diff = max(max_abs_difference(a.float(), b.float()) for a, b in zip(actual, expected, strict=True))  # NaN: inf
     scale = max(b.abs().max().item() for b in expected)
     return {"compared": compared, "max_abs_diff": diff, "max_abs_value": scale, "passed": diff <= 1e-4}
 

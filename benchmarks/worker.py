@@ -177,9 +177,13 @@ def interleave(specs: list[dict], rounds: int) -> list[dict]:
             results[i] = failure(spec, error)
     rounds_of = {i: [] for i in prepared}
     for round_ in range(rounds):
-        for i, (_, step, _, sync) in prepared.items():
+        for i, (_, step, _, sync) in list(prepared.items()):
             warmup = specs[i]["warmup"] - 1 if round_ == 0 else 0
-            rounds_of[i].append(time_steps(step, specs[i]["repeats"], warmup, sync))
+            try:
+                rounds_of[i].append(time_steps(step, specs[i]["repeats"], warmup, sync))
+            except Exception as error:  # noqa: BLE001 - e.g. out of memory with every model resident: its result
+                results[i] = failure(specs[i], error)
+                del prepared[i], rounds_of[i]
     for i, timings in rounds_of.items():
         steps = {
             key: [x for t in timings for x in t[key]] for key in ("step_times_s", "step_cpu_s", "step_minor_faults")

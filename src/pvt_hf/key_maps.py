@@ -12,7 +12,6 @@ import re
 import torch
 
 SOURCES = ("official", "timm", "transformers")
-SOURCES = ("official", "timm", "transformers")
 
 
 class ConversionError(ValueError):
@@ -103,7 +102,7 @@ OFFICIAL_TO_PVT_HF = KeyMap(
                         "mlp.dwconv",
                         "mlp.fc2",
                     ],
-                    strict=False,
+                    strict=True,
                 )
             ),
         ),
