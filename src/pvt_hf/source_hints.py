@@ -8,13 +8,12 @@ from pathlib import Path
 
 from datasets.data_files import DEFAULT_PATTERNS_SPLIT_IN_FILENAME
 
-# Known datasets by their exact schema (top-level columns, fields of `objects`) -> what their card documents.
-# detection-datasets/coco (https://huggingface.co/datasets/detection-datasets/coco): boxes x_min, y_min, x_max, y_max
+# Known datasets by their exact schema (top-level columns, fields of `objects`) -> their Hub id, whose card's
+# documented settings `pvt_hf.data.builders.DOCUMENTED` holds (https://huggingface.co/datasets/detection-datasets/coco)
 KNOWN_SCHEMAS = {
-    (("height", "image", "image_id", "objects", "width"), ("area", "bbox", "bbox_id", "category")): {
-        "name": "detection-datasets/coco",
-        "bbox_format": "xyxy",
-    },
+    (("height", "image", "image_id", "objects", "width"), ("area", "bbox", "bbox_id", "category")): (
+        "detection-datasets/coco"
+    ),
 }
 # Hub ids whose data is not what the scripts train, and what to use instead
 UNTRAINABLE = {
@@ -40,13 +39,12 @@ def splits_from_file_names(files: list[str]) -> dict[str, list[str]] | None:
     return grouped
 
 
-def documented_by_schema(features) -> dict:
-    """What a known dataset's card documents when `features` are exactly its schema (e.g. a downloaded copy)."""
+def known_dataset_by_schema(features) -> str | None:
+    """The Hub id of the known dataset whose exact schema `features` are (e.g. a downloaded copy), else None."""
     if not features:
-        return {}
+        return None
     objects = features.get("objects")
-    key = (tuple(sorted(features)), tuple(sorted(objects)) if isinstance(objects, dict) else ())
-    return KNOWN_SCHEMAS.get(key, {})
+    return KNOWN_SCHEMAS.get((tuple(sorted(features)), tuple(sorted(objects)) if isinstance(objects, dict) else ()))
 
 
 def refuse_untrainable(dataset_name: str | None) -> None:
@@ -54,7 +52,8 @@ def refuse_untrainable(dataset_name: str | None) -> None:
         raise ValueError(f"{dataset_name} cannot be trained as it is: it is {reason}")
 
 
-def _fits(box, size, fmt: str) -> bool:
+def box_fits_image(box, size, fmt: str) -> bool:
+    """Whether `box` read as `fmt` is a box inside an image of `size` (width, height), within 1% slack."""
     x, y, a, b = box
     width, height = (a - x, b - y) if fmt == "xyxy" else (a, b)
     slack = 1 + 0.01 * max(size)
@@ -65,7 +64,7 @@ def _fits(box, size, fmt: str) -> bool:
 def undeclared_box_format(name: str, boxes: list) -> ValueError:
     """The error for undeclared boxes, saying which reading the first `boxes` ((box, (image width, height)) pairs)
     fit inside their images: xyxy, xywh, both (then the card must tell) or neither."""
-    fit = [fmt for fmt in ("xyxy", "xywh") if boxes and all(_fits(box, size, fmt) for box, size in boxes)]
+    fit = [fmt for fmt in ("xyxy", "xywh") if boxes and all(box_fits_image(box, size, fmt) for box, size in boxes)]
     seen = (
         f"its first {len(boxes)} boxes fit their images only as {fit[0]}: pass --bbox_format {fit[0]}"
         if len(fit) == 1

@@ -13,7 +13,7 @@ from datasets import Dataset, Image, IterableDataset
 
 from ..configuration_pvt import imagenet_1k_labels
 from ..configuration_pvt_heads import ade20k_labels, coco_labels
-from ..source_hints import documented_by_schema, refuse_untrainable, undeclared_box_format
+from ..source_hints import box_fits_image, known_dataset_by_schema, refuse_untrainable, undeclared_box_format
 from .builders import DOCUMENTED, open_builder_source
 from .embedded import embedded_dataset
 from .folders import FolderRows, open_folder
@@ -127,7 +127,7 @@ def load_splits(
 
     documented = DOCUMENTED.get(source.hub_id or "", {})
     if task == "detection" and not (bbox_format or documented or source.bbox_format):  # e.g. a downloaded copy
-        documented = documented_by_schema(source.raw(train_name, streaming=True).features)
+        documented = DOCUMENTED.get(known_dataset_by_schema(source.raw(train_name, streaming=True).features), {})
     fmt = bbox_format or documented.get("bbox_format") or source.bbox_format
     if task == "detection" and fmt is None:
         raise undeclared_box_format(source.name, _first_boxes(source, train_name, columns))
@@ -251,19 +251,15 @@ def _check_boxes(source, task, split, columns, fmt, rows: int = 16) -> None:
                 width, height = image_size(row["image"])
             except Exception:  # noqa: BLE001, S112 - an unreadable image is skipped later, not a format error
                 continue
-        for (x, y, w, h), raw_box in zip(
-            (row["objects"] or {}).get("bbox") or [], _raw_boxes(example, cols), strict=True
-        ):
-            if w < 0 or h < 0:
-                raise ValueError(
-                    f"box {raw_box} of {source.name}:{split} cannot be {fmt} (x_max < x_min or y_max "
-                    f"< y_min): declare the right --bbox_format (xyxy or xywh)"
+        for box, raw_box in zip((row["objects"] or {}).get("bbox") or [], _raw_boxes(example, cols), strict=True):
+            if not box_fits_image(box, (width, height), "xywh"):  # converted to xywh from `fmt`
+                problem = (
+                    f"cannot be {fmt} (x_max < x_min or y_max < y_min)"
+                    if box[2] < 0 or box[3] < 0
+                    else f"read as {fmt} leaves its {width}x{height} image"
                 )
-            slack = 1 + 0.01 * max(width, height)
-            if x < -slack or y < -slack or x + w > width + slack or y + h > height + slack:
                 raise ValueError(
-                    f"box {raw_box} of {source.name}:{split} read as {fmt} leaves its {width}x{height} "
-                    "image: declare the right --bbox_format (xyxy or xywh)"
+                    f"box {raw_box} of {source.name}:{split} {problem}: declare the right --bbox_format (xyxy or xywh)"
                 )
 
 

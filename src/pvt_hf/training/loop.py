@@ -35,7 +35,7 @@ def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamesp
                 "the training stream does not report its size, so epochs cannot be counted: pass "
                 "--max_train_steps (or --max_train_samples)"
             )
-        return SimpleNamespace(steps_per_epoch=None, total_steps=args.max_train_steps, per_process=None)
+        return SimpleNamespace(steps_per_epoch=None, total_steps=args.max_train_steps)
     per_process = train_size // num_processes
     if per_process == 0:
         raise ValueError(f"the training split has {train_size} example(s), fewer than the {num_processes} processes")
@@ -43,7 +43,6 @@ def plan_steps(args, train_size: int | None, num_processes: int) -> SimpleNamesp
     steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
     return SimpleNamespace(
         steps_per_epoch=steps_per_epoch,
-        per_process=per_process,
         total_steps=args.max_train_steps or steps_per_epoch * args.num_train_epochs,
     )
 
