@@ -47,3 +47,29 @@ def test_without_a_launcher_threads_stay_as_they_are():
 
     before = torch.get_num_threads()
     assert use_available_cores() == before  # pytest is no launcher
+
+
+@pytest.mark.parametrize(
+    "argv, launcher_env, expected",
+    [
+        (["accelerate", "launch", "train.py"], {}, 4),  # accelerate's fallback 1: 8 cores / 2 local processes
+        (["accelerate-launch", "train.py"], {}, 4),
+        (["accelerate", "launch", "--cpu", "train.py"], {}, None),  # --cpu derived the count itself: kept
+        (["accelerate", "launch", "--num_cpu_threads_per_process=1", "train.py"], {}, None),  # the user's
+        (["accelerate", "launch", "train.py"], {"OMP_NUM_THREADS": "1"}, None),  # the user's, inherited
+    ],
+)
+def test_only_the_launchers_fallback_is_replaced(monkeypatch, argv, launcher_env, expected):
+    import torch
+
+    from pvt_hf import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "_launcher_process", lambda: (argv, launcher_env))
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    before = torch.get_num_threads()
+    try:
+        assert cpu_threads.use_available_cores() == (before if expected is None else expected)
+    finally:
+        torch.set_num_threads(before)
