@@ -7,11 +7,13 @@ import math
 import random
 
 import dataset_fixtures as fx
+import datasets
 import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 from conftest import tiny_config
+from datasets import Features, List, Value
 from PIL import Image
 from pycocotools import mask as mask_utils
 from test_training import load_script, run_script
@@ -126,6 +128,35 @@ def test_bad_segmentation_is_skipped_and_counted():
     assert "masks" not in TrainItem(DetectionTrainTransform(scales=(20,)))(
         data.decode_example(without, "detection"), random.Random(0)
     )
+
+
+def test_hub_schemas_carry_segmentation_into_the_canonical_rows():
+    """A Hub schema's segmentation field (named with `columns`) as polygons or as RLE structs with binary counts
+    (the form of ClownRat/COCO2017's card: objects {bboxes, classes, areas, iscrowds, masks: [{counts: binary,
+    size}]}; its image column holds only a string there, so the fixture's is a real image)."""
+    square = pycocotools_mask(SQUARE)
+    compressed = mask_utils.encode(np.asfortranarray(square))
+    rle_struct = {"counts": Value("binary"), "size": List(Value("int64"))}
+    objects = {
+        "bboxes": List(List(Value("float64"))),
+        "classes": List(Value("int64")),
+        "areas": List(Value("float64")),
+        "iscrowds": List(Value("int64")),
+    }
+    columns = {"bbox": "bboxes", "category": "classes", "area": "areas", "iscrowd": "iscrowds"}
+    boxes = {"bboxes": [[4.0, 6.0, 10.0, 10.0]], "classes": [0], "areas": [100.0], "iscrowds": [0]}
+    for field, feature, value in (
+        ("masks", List(rle_struct), [{"counts": compressed["counts"], "size": [20, 30]}]),
+        ("polygons", List(List(List(Value("float64")))), [SQUARE]),
+    ):
+        features = Features({"image": datasets.Image(), "objects": {**objects, field: feature}})
+        row = {"image": Image.new("RGB", (30, 20)), "objects": {**boxes, field: value}}
+        dataset = datasets.Dataset.from_list([row], features=features)
+        adapted = data.adapt(dataset, "detection", columns={**columns, "segmentation": field}, bbox_format="xywh")
+        (example,) = data.SkipCorrupt(adapted, "detection")
+        item = TrainItem(DetectionTrainTransform(scales=(20,)), masks=True)(example, random.Random(1))
+        flipped = random.Random(1).random() < 0.5
+        assert np.array_equal(item["masks"][0], square[:, ::-1] if flipped else square), field
 
 
 def test_eval_targets_give_the_metric_rles_of_the_original_image():
