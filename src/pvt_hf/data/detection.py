@@ -69,8 +69,8 @@ def parse_segmentation(text: str | None, height: int, width: int) -> list | dict
     if isinstance(counts, list):
         if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
             raise ValueError(f"bad RLE counts (want non-negative integers summing to {height}x{width})")
-    elif not isinstance(counts, str):
-        raise ValueError(f"bad RLE counts of type {type(counts).__name__} (want a list or a compressed string)")
+    elif not isinstance(counts, str) or not counts.isascii():
+        raise ValueError(f"bad RLE counts {str(counts)[:40]!r} (want a list or a compressed ASCII string)")
     return value
 
 
