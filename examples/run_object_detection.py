@@ -1,12 +1,24 @@
 #!/usr/bin/env python
-"""Train a PVT + DETR (or Deformable DETR) detector with accelerate, in the shape of transformers'
-`run_object_detection_no_trainer.py`: arguments -> data -> model -> optimizer and schedule -> accelerator.prepare ->
-resume -> training loop -> evaluation -> save / push.
+"""Train a PVT detector (the papers' RetinaNet and Mask R-CNN, or DETR / Deformable DETR) with accelerate, in the
+shape of transformers' `run_object_detection_no_trainer.py`: arguments -> data -> model -> optimizer and schedule ->
+accelerator.prepare -> resume -> training loop -> evaluation -> save / push.
 
     accelerate launch examples/run_object_detection.py                          # embedded default: synthetic shapes
     accelerate launch --multi_gpu --num_processes 8 examples/run_object_detection.py \\
         --dataset_name detection-datasets/coco --model_name_or_path pvt-small-detr-coco \\
         --backbone_name_or_path pvt-small-imagenet --dataloader_num_workers 8 --output_dir pvt-small-detr
+    # RetinaNet / Mask R-CNN (1x: 12 epochs at 8 x 2 images; --schedule 3x: 36 epochs, multi-scale)
+    accelerate launch --multi_gpu --num_processes 8 examples/run_object_detection.py \\
+        --train_dir coco2017 --model_name_or_path pvt-v2-b2-mask-rcnn-coco \\
+        --backbone_name_or_path pvt-v2-b2-imagenet --dataloader_num_workers 4 --output_dir pvt-v2-b2-mask-rcnn
+
+RetinaNet and Mask R-CNN (`<backbone>-retinanet-coco`, `<backbone>-mask-rcnn-coco`, or a folder / Hub id holding
+one) train with their papers' recipe as defaults (`pvt_hf.training.DETECTOR_RECIPES`, the official mmdetection
+configs): AdamW lr 1e-4 (RetinaNet) / 2e-4 (Mask R-CNN), weight decay 1e-4, no clipping, 12 epochs with the rate x0.1
+after epochs 8 and 11 and a 500-step linear warm-up from 0.001 of it, flip and resize to shorter side 800 (longer at
+most 1333); `--schedule 3x` is the official 3x multi-scale config. Mask R-CNN trains on the objects' instance masks
+(COCO polygons or RLE; a sample whose segmentation cannot be decoded is skipped and counted). Evaluation: COCO box AP
+and, for Mask R-CNN, mask AP (`eval_segm_*`), at the images' original sizes through `PvtDetectorImageProcessor`.
 
 Defaults follow the PVT+DETR setup (v1 paper, Table 6): AdamW lr 1e-4, weight decay 1e-4, 50 epochs with the
 learning rate divided by 10 at epoch 33, gradient clipping 0.1, random horizontal flip and multi-scale resize (shorter
@@ -19,14 +31,18 @@ needs far longer schedules to stop predicting one mean box per query).
 import argparse
 
 import torch
-from transformers import AutoModelForObjectDetection, DeformableDetrConfig
+from transformers import AutoConfig, AutoModelForInstanceSegmentation, AutoModelForObjectDetection, DeformableDetrConfig
 
 from pvt_hf import (
     DETECTION_PRESETS,
+    DETECTOR_PRESETS,
     PvtDeformableDetrConfig,
     PvtDeformableDetrImageProcessor,
+    PvtDetectorImageProcessor,
     PvtDetrConfig,
     PvtDetrImageProcessor,
+    PvtMaskRCNNConfig,
+    PvtRetinaNetConfig,
     data,
     training,
 )
@@ -37,7 +53,7 @@ TASK = "detection"
 # the embedded dataset's short run: a small Deformable DETR on 128-pixel images
 EMBEDDED_PROFILE = dict(model_name_or_path="pvt-v2-b0-deformable-detr-coco", transformer_size="small", streaming=False)
 EMBEDDED_PROFILE |= dict(image_size=128, min_scale=96, learning_rate=5e-4, num_train_epochs=20, max_grad_norm=1.0)
-EMBEDDED_PROFILE |= dict(per_device_train_batch_size=8, per_device_eval_batch_size=16)
+EMBEDDED_PROFILE |= dict(per_device_train_batch_size=8, per_device_eval_batch_size=16, num_warmup_steps=0)
 SMALL_TRANSFORMER = dict(d_model=128, num_queries=20, encoder_layers=2, decoder_layers=2)
 SMALL_TRANSFORMER |= dict(
     encoder_ffn_dim=512, decoder_ffn_dim=512, encoder_attention_heads=4, decoder_attention_heads=4
@@ -66,11 +82,37 @@ def parse_args(argv=None):
         help="paper: DETR's 6+6 layers, d=256, 100 queries; small: 2+2 layers, d=128, 20 queries (quick runs)",
     )
     group.add_argument("--eval_threshold", type=float, default=0.0, help="score threshold of the predictions evaluated")
-    return training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
+    group.add_argument(
+        "--schedule",
+        choices=sorted(training.DETECTOR_SCHEDULES),
+        default="1x",
+        help="RetinaNet / Mask R-CNN: the papers' 1x (12 epochs, single scale) or the official 3x multi-scale recipe",
+    )
+    args = training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
+    detector = detector_kind(args)
+    if detector:  # RetinaNet / Mask R-CNN: their papers' recipe replaces PVT+DETR's as the defaults
+        parser.set_defaults(**training.detector_recipe(detector, args.schedule))
+        args = training.parse_arguments(parser, EMBEDDED_PROFILE, argv)
+    args.detector = detector
+    return args
+
+
+def detector_kind(args) -> str | None:
+    """Which of the papers' detectors a preset or a folder / Hub id holds ("retinanet" / "mask-rcnn"); None for
+    DETR's family."""
+    name = args.model_name_or_path
+    if name in DETECTOR_PRESETS or name in DETECTION_PRESETS:
+        return next((kind for kind in training.DETECTORS if name.endswith(f"-{kind}-coco")), None)
+    hub = dict(cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code)
+    config = AutoConfig.from_pretrained(name, **hub)
+    return {PvtRetinaNetConfig: "retinanet", PvtMaskRCNNConfig: "mask-rcnn"}.get(type(config))
 
 
 def config_from_preset(args):
-    """A detection preset's config (DETR or Deformable DETR, by its name), with the small transformer if asked for."""
+    """A detection preset's config (by its name), DETR's with the small transformer if asked for."""
+    config_class = {"retinanet": PvtRetinaNetConfig, "mask-rcnn": PvtMaskRCNNConfig}.get(args.detector)
+    if config_class is not None:
+        return config_class.from_preset
     transformer = SMALL_TRANSFORMER if args.transformer_size == "small" else {}
     config_class = PvtDeformableDetrConfig if "deformable" in args.model_name_or_path else PvtDetrConfig
     return lambda name, **labels: config_class.from_preset(name, **labels, **transformer)
@@ -88,15 +130,18 @@ def main(argv=None):
     train_set, eval_set = (data.shard_for_process(s, rank, world) for s in (splits.train, splits.eval))
     plan = training.plan_steps(args, splits.train_size, world)
     scales = tuple(range(args.min_scale, args.image_size + 1, 32)) or (args.image_size,)
-    transform = TrainItem(DetectionTrainTransform(scales, args.max_size))
+    masks = args.detector == "mask-rcnn"  # instance masks decoded in the workers only for the model that needs them
+    transform = TrainItem(DetectionTrainTransform(scales, args.max_size), masks=masks)
 
     # --------------------------------------------------------------------------------------------------- model
-    model = training.build_model(
-        args, splits.id2label, AutoModelForObjectDetection, DETECTION_PRESETS, config_from_preset(args)
-    )
-    # the processor whose post-processing is the head's: Deformable DETR's sigmoid top-k, or DETR's softmax
+    auto_class = AutoModelForInstanceSegmentation if masks else AutoModelForObjectDetection
+    presets = DETECTION_PRESETS + DETECTOR_PRESETS
+    model = training.build_model(args, splits.id2label, auto_class, presets, config_from_preset(args))
+    # the processor whose post-processing is the head's: the detectors' (mmdetection's test resize), Deformable
+    # DETR's sigmoid top-k, or DETR's softmax
     deformable = isinstance(model.config, DeformableDetrConfig)
     processor_class = PvtDeformableDetrImageProcessor if deformable else PvtDetrImageProcessor
+    processor_class = PvtDetectorImageProcessor if args.detector else processor_class
     processor = processor_class(size={"shortest_edge": args.image_size, "longest_edge": args.max_size})
 
     # ------------------------------------------------------------------------------ optimizer, schedule, prepare
@@ -130,15 +175,26 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor, args) -> dict:
-    """COCO box AP with pycocotools over all processes' (disjoint) shards, through the saved processor, with boxes at
-    the images' original sizes."""
+    """COCO box AP (and Mask R-CNN's mask AP) with pycocotools over all processes' (disjoint) shards, through the
+    saved processor, with boxes and masks at the images' original sizes."""
     model.eval()
-    metric = CocoDetectionMetric()
+    masks = args.detector == "mask-rcnn"
+    metric = CocoDetectionMetric(iou_types=("bbox", "segm") if masks else ("bbox",))
     for examples in batches:
         inputs = processor([e["image"] for e in examples], return_tensors="pt")
         outputs = model(
             pixel_values=inputs.pixel_values.to(accelerator.device), pixel_mask=inputs.pixel_mask.to(accelerator.device)
         )
+        if args.detector:  # RetinaNet / Mask R-CNN: boxes (and masks) at each image's original size
+            originals = [(e["image"].height, e["image"].width) for e in examples]
+            post_process = (
+                processor.post_process_instance_segmentation if masks else processor.post_process_object_detection
+            )
+            results = post_process(outputs, threshold=args.eval_threshold, target_sizes=originals)
+            keys = ("boxes", "scores", "labels", "masks") if masks else ("boxes", "scores", "labels")
+            predictions = [{k: result[k].cpu() for k in keys} for result in results]
+            metric.add_batch(predictions=predictions, references=eval_targets(examples, masks=masks))
+            continue
         # predictions are relative to the padded batch canvas (as transformers' DETR targets are): scale the canvas
         # by each image's original / resized size to get boxes in original pixels
         canvas_h, canvas_w = inputs.pixel_mask.shape[-2:]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, Sequence, Value
 from PIL import Image as PILImage
+from pycocotools import mask as mask_utils
 
 from pvt_hf.configuration_pvt_heads import ade20k_labels
 
@@ -245,6 +246,50 @@ def coco2017_folder(root: Path) -> Fixture:
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
         (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": []}))
     return Fixture(root, sizes, {0: "person", 1: "car", 2: "toothbrush"})
+
+
+def coco2017_instances(root: Path) -> Fixture:
+    """`coco2017_folder` with instance masks in every form a COCO-format `segmentation` takes: polygons (COCO 2017's
+    objects), an uncompressed RLE (COCO 2017's crowds, `{"size": [h, w], "counts": [runs...]}`; here also one
+    non-crowd object) and a compressed RLE string (pycocotools' encoding, as results files and other COCO-format
+    datasets write); the validation split adds a crowd region to its first image. Each mask fills its box."""
+    fixture = coco2017_folder(root)
+    for split in ("train2017", "val2017"):
+        path = root / "annotations" / f"instances_{split}.json"
+        coco = json.loads(path.read_text())
+        sizes = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
+        for i, ann in enumerate(coco["annotations"]):
+            mask = _box_mask(ann["bbox"], sizes[ann["image_id"]])
+            if split == "train2017" and i == 1:
+                ann["segmentation"] = _uncompressed_rle(mask)
+            elif split == "train2017" and i == 2:
+                rle = mask_utils.encode(np.asfortranarray(mask))
+                ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            else:
+                x, y, w, h = ann["bbox"]
+                ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        if split == "val2017":
+            first = coco["images"][0]
+            crowd = [20, 20, 10, 10]  # x, y, w, h
+            rle = _uncompressed_rle(_box_mask(crowd, sizes[first["id"]]))
+            crowd_ann = {"segmentation": rle, "area": 100.0, "iscrowd": 1, "image_id": first["id"], "bbox": crowd}
+            coco["annotations"].append({**crowd_ann, "category_id": 1, "id": 9000})
+        path.write_text(json.dumps(coco))
+    return fixture
+
+
+def _box_mask(box, size) -> np.ndarray:
+    x, y, w, h = (int(v) for v in box)
+    mask = np.zeros(size, dtype=np.uint8)
+    mask[y : y + h, x : x + w] = 1
+    return mask
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths of the column-major pixels, starting with a (maybe empty) run of 0s."""
+    pixels = np.concatenate([[0], mask.flatten(order="F"), [1 - mask.flatten(order="F")[-1]]])
+    changes = np.flatnonzero(pixels[1:] != pixels[:-1])
+    return {"size": list(mask.shape), "counts": np.diff(np.concatenate([[0], changes])).tolist()}
 
 
 def cppe5(root: Path) -> Fixture:

@@ -58,7 +58,7 @@ def check_canonical(task, example):
     elif task == "detection":
         assert set(example) == {"image", "image_id", "objects"} and isinstance(example["image_id"], int)
         objects = example["objects"]
-        assert set(objects) == {"bbox", "category", "area", "iscrowd"}
+        assert set(objects) == {"bbox", "category", "area", "iscrowd", "segmentation"}
         assert len({len(v) for v in objects.values()}) == 1 and objects["bbox"]
         for x, y, w, h in objects["bbox"]:
             assert 0 <= x and 0 <= y and x + w <= example["image"].width and y + h <= example["image"].height
@@ -125,8 +125,15 @@ def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):
         "images": [{"id": 7, "file_name": "a.png", "width": 50, "height": 40}],
         "categories": [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 90, "bbox": [1, 2, 10, 20]},
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 4, 4], "iscrowd": 1},
+            {"id": 1, "image_id": 7, "category_id": 90, "bbox": [1, 2, 10, 20], "segmentation": [[1, 2, 11, 2, 1, 22]]},
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [5, 5, 4, 4],
+                "iscrowd": 1,
+                "segmentation": {"size": [40, 50], "counts": [100, 4, 1896]},  # COCO's crowds: uncompressed RLE
+            },
         ],
     }
     (tmp_path / "train.json").write_text(json.dumps(coco))
@@ -139,6 +146,7 @@ def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):
         "category": [1, 0],
         "area": [200, 16],
         "iscrowd": [0, 1],
+        "segmentation": [[[1, 2, 11, 2, 1, 22]], {"size": [40, 50], "counts": [100, 4, 1896]}],
     }
 
 
@@ -214,6 +222,7 @@ def test_hub_schema_adapters(streaming):
         "category": [2, 0],
         "area": [200, 25],
         "iscrowd": [0, 0],
+        "segmentation": [],  # the schema has none
     }
     assert second["objects"]["bbox"] == [[3, 3, 1, 1]]
 
@@ -222,7 +231,13 @@ def test_hub_schema_adapters(streaming):
         ds = data.adapt(stream(cppe5), "detection", bbox_format="xywh")
         assert data.label_names("detection", ds) == dict(enumerate(names))
         (example,) = data.SkipCorrupt(ds, "detection")
-        assert example["objects"] == {"bbox": [[2, 3, 5, 6]], "category": [4], "area": [30], "iscrowd": [0]}
+        assert example["objects"] == {
+            "bbox": [[2, 3, 5, 6]],
+            "category": [4],
+            "area": [30],
+            "iscrowd": [0],
+            "segmentation": [],
+        }
 
     ds = data.adapt(stream(scene_parse_like()), "segmentation", id2label=ade20k_labels())
     assert data.label_names("segmentation", ds) == ade20k_labels()

@@ -74,9 +74,14 @@ def test_published_layouts_load(name, streaming, tmp_path):
         reported = (None, None) if unsized else (fixture.sizes[train_split], labelled_eval)
         assert (splits.train_size, splits.eval_size) == reported
     example = train[0]
-    assert set(example) == set(data.DEFAULT_COLUMNS[task]) - {"objects", "bbox", "category", "area", "iscrowd"} | (
-        {"objects"} if task == "detection" else set()
-    )
+    assert set(example) == set(data.DEFAULT_COLUMNS[task]) - {
+        "objects",
+        "bbox",
+        "category",
+        "area",
+        "iscrowd",
+        "segmentation",
+    } | ({"objects"} if task == "detection" else set())
     if task == "detection":  # canonical xywh whatever the source's format: the fixture's first box is 10x8 at (2, 3)
         assert example["objects"]["bbox"][0] == [2, 3, 10, 8]
 

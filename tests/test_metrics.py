@@ -1,5 +1,8 @@
 """Each metric of pvt_hf.metrics against an independent computation (sklearn, hand-derived values, a numpy COCO AP)."""
 
+import contextlib
+import io
+import json
 import math
 import pickle
 import warnings
@@ -11,6 +14,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 
 from pvt_hf.metrics import (
+    COCO_STAT_NAMES,
     ClassificationMetric,
     CocoDetectionMetric,
     SegmentationMetric,
@@ -228,6 +232,88 @@ def test_detection_matches_independent_ap_on_random_scenes():
         assert result[f"mar_100_{name}"] == pytest.approx(table[:, k - 1, 1].mean(), abs=1e-9)
     assert "map_absent" not in result  # no ground truth: no AP (COCOeval's -1), so no per-class entry
     assert 0.2 < result["map"] < result["map_50"] < 0.99 and result["map_75"] < result["map_50"]  # non-trivial
+
+
+def test_mask_ap_matches_pycocotools_on_its_own_files(tmp_path):
+    """segm AP: the metric (masks per prediction, RLE targets from pvt_hf.data.detection) against pycocotools'
+    own path, a ground-truth json (polygons, a crowd's uncompressed RLE) and loadRes of RLE results."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from pvt_hf.data.detection import instance_masks, segmentation_rle
+
+    height, width = 60, 80
+    square, triangle = [[10, 10, 40, 10, 40, 40, 10, 40]], [[50, 5, 75, 5, 75, 45]]
+    crowd = {"size": [height, width], "counts": [5 * height, 10 * height, (width - 15) * height]}  # columns 5-14
+    gt = [  # image 1: a square, a triangle and a crowd region; image 2: one square
+        (1, square, 1, 0, [10, 10, 30, 30]),
+        (1, triangle, 2, 0, [50, 5, 25, 40]),
+        (1, crowd, 1, 1, [5, 0, 10, 60]),
+        (2, square, 1, 0, [10, 10, 30, 30]),
+    ]
+    gt_masks = {i: instance_masks([g[1] for g in gt if g[0] == i], height, width) for i in (1, 2)}
+    shifted = np.roll(gt_masks[1][0], 6, axis=1)  # the square 6 px to the right: mask IoU 24/36
+    # per image: (mask, class, score)
+    detections = {
+        1: [(gt_masks[1][0], 1, 0.9), (gt_masks[1][1], 2, 0.8), (shifted, 1, 0.7), (gt_masks[1][2], 1, 0.6)],
+        2: [(shifted, 1, 0.95), (gt_masks[2][0][::-1].copy(), 1, 0.5)],
+    }
+    annotations = [
+        {"id": k + 1, "image_id": i, "category_id": c, "segmentation": s, "iscrowd": z, "bbox": b}
+        | {"area": float(mask_utils.area(segmentation_rle(s, height, width)))}
+        for k, (i, s, c, z, b) in enumerate(gt)
+    ]
+    images = [{"id": i, "height": height, "width": width} for i in (1, 2)]
+    categories = [{"id": c, "name": str(c)} for c in (1, 2)]
+    (tmp_path / "gt.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    results = []
+    for image_id, found in detections.items():
+        for mask, label, score in found:
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle["counts"] = rle["counts"].decode("ascii")
+            results.append({"image_id": image_id, "category_id": label, "segmentation": rle, "score": score})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(tmp_path / "gt.json"))
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+
+    metric = CocoDetectionMetric(iou_types=("bbox", "segm"))
+    for image_id, found in detections.items():
+        masks = torch.from_numpy(np.stack([m for m, _, _ in found])).bool()
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * len(found))  # box AP is not what is checked here
+        objects = [g for g in gt if g[0] == image_id]
+        target = {
+            "boxes": torch.tensor([g[4] for g in objects], dtype=torch.float32),
+            "labels": torch.tensor([g[2] for g in objects]),
+            "iscrowd": torch.tensor([g[3] for g in objects]),
+            "area": torch.tensor([a["area"] for a in annotations if a["image_id"] == image_id]),
+            "segmentation": [segmentation_rle(g[1], height, width) for g in objects],
+            "image_id": image_id,
+        }
+        target["boxes"][:, 2:] += target["boxes"][:, :2]
+        prediction = {
+            "boxes": boxes,
+            "scores": torch.tensor([s for _, _, s in found]),
+            "labels": torch.tensor([c for _, c, _ in found]),
+            "masks": masks,
+        }
+        metric.update([prediction], [target])
+    ours = CocoDetectionMetric(iou_types=("bbox", "segm")).merge(pickle.loads(pickle.dumps(metric.state_dict())))
+    result = ours.compute()
+    expected = dict(zip(COCO_STAT_NAMES, evaluator.stats, strict=True))
+    assert {k: result[f"segm_{k}"] for k in COCO_STAT_NAMES} == pytest.approx(expected, abs=1e-12)
+    assert 0 < expected["map_75"] < expected["map_50"]  # non-trivial: the shifted squares count at IoU 0.5 only
+    assert "map" in result and result["map"] != result["segm_map"]  # box AP beside it, of the dummy boxes
+
+
+def test_mask_ap_needs_bbox_first():
+    with pytest.raises(ValueError, match="iou_types"):
+        CocoDetectionMetric(iou_types=("segm",))
 
 
 # ---------------------------------------------------------------- segmentation

@@ -218,7 +218,9 @@ def load_script(name):
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_argument_has_help_and_the_issue_names(name, monkeypatch):
     parsers = []
-    monkeypatch.setattr(training, "parse_arguments", lambda parser, profile, argv=None: parsers.append(parser))
+    monkeypatch.setattr(
+        training, "parse_arguments", lambda parser, profile, argv=None: parsers.append(parser) or parser.parse_args([])
+    )
     load_script(name).parse_args([])
     actions = {a.dest: a for a in parsers[0]._actions if a.dest != "help"}
     assert not [dest for dest, a in actions.items() if not a.help]
@@ -241,7 +243,7 @@ def test_every_argument_has_help_and_the_issue_names(name, monkeypatch):
     }
     expected |= {
         "run_image_classification.py": {"label_column_name"},
-        "run_object_detection.py": {"backbone_name_or_path"},
+        "run_object_detection.py": {"backbone_name_or_path", "schedule", "lr_decay_epochs"},
         "run_semantic_segmentation.py": {"do_reduce_labels", "backbone_name_or_path"},
     }[name]
     assert expected <= set(actions) and actions["ignore_mismatched_sizes"].default is False

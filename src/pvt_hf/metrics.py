@@ -115,7 +115,8 @@ class ClassificationMetric(Metric):
 
 
 class CocoDetectionMetric(Metric):
-    """COCO box AP / AR with pycocotools' COCOeval on boxes in absolute pixels (the numbers papers report).
+    """COCO box AP / AR with pycocotools' COCOeval on boxes in absolute pixels (the numbers papers report), and with
+    `iou_types=("bbox", "segm")` mask AP / AR too (Mask R-CNN's), under the same names prefixed `segm_`.
 
     Image ids are internal and sequential, so updates never collide; a target's "image_id" only serves to drop
     repeats (distributed padding gathered with plain `gather_object`), which are skipped with a warning.
@@ -123,8 +124,13 @@ class CocoDetectionMetric(Metric):
     transformers' object-detection example.
     """
 
-    def __init__(self, id2label: Mapping[int, str] | None = None) -> None:
+    IOU_TYPES = ("bbox", "segm")
+
+    def __init__(self, id2label: Mapping[int, str] | None = None, iou_types: Sequence[str] = ("bbox",)) -> None:
         self.id2label = {int(k): v for k, v in id2label.items()} if id2label is not None else None
+        self.iou_types = tuple(iou_types)
+        if not self.iou_types or set(self.iou_types) - set(self.IOU_TYPES) or self.iou_types[0] != "bbox":
+            raise ValueError(f"iou_types must be ('bbox',) or ('bbox', 'segm'), got {iou_types!r}")
         self.reset()
 
     def reset(self) -> None:
@@ -135,7 +141,9 @@ class CocoDetectionMetric(Metric):
 
     def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]) -> None:
         """predictions[i]: boxes (K, 4) xyxy, scores, labels; targets[i]: boxes (M, 4) xyxy, labels, optional
-        iscrowd, area (same pixel scale as the boxes; defaults to the box area), image_id."""
+        iscrowd, area (same pixel scale as the boxes; defaults to the box area), image_id. With "segm":
+        predictions[i]["masks"] (K, H, W) binary at the image's size and targets[i]["segmentation"], per object a
+        COCO RLE (`{"size": [H, W], "counts"}`) of the same image."""
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         repeats = 0
@@ -161,6 +169,9 @@ class CocoDetectionMetric(Metric):
                 }
                 for box, size, label, a, c in zip(boxes, wh, labels, area, crowd, strict=True)
             ]
+            if "segm" in self.iou_types:
+                for ann, rle in zip(gt, target["segmentation"], strict=True):
+                    ann["segmentation"] = _plain_rle(rle)
             boxes, scores = _numpy(pred["boxes"]).reshape(-1, 4), _numpy(pred["scores"]).reshape(-1)
             dt = []
             for box, score, label in zip(boxes, scores, _numpy(pred["labels"], np.int64).reshape(-1), strict=True):
@@ -174,6 +185,9 @@ class CocoDetectionMetric(Metric):
                         "iscrowd": 0,
                     }
                 )
+            if "segm" in self.iou_types:
+                for ann, rle in zip(dt, _encoded_masks(pred["masks"]), strict=True):
+                    ann["segmentation"], ann["mask_area"] = _plain_rle(rle), float(rle.pop("area"))
             self._add_image(original, gt, dt)
         self._warn_repeats(repeats)
 
@@ -222,22 +236,34 @@ class CocoDetectionMetric(Metric):
             )
 
     def compute(self) -> dict[str, float]:
-        """COCOeval(iouType="bbox") summary; entries COCOeval sets to -1 (no ground truth in that range) stay -1."""
+        """COCOeval summary per IoU type (segm's keys prefixed `segm_`); entries COCOeval sets to -1 (no ground truth
+        in that range) stay -1."""
+        results = {}
+        for iou_type in self.iou_types:
+            prefix = "" if iou_type == "bbox" else f"{iou_type}_"
+            results |= {prefix + k: v for k, v in self._evaluate(iou_type).items()}
+        return results
+
+    def _evaluate(self, iou_type: str) -> dict[str, float]:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
         if not self.image_ids:
             return dict.fromkeys(COCO_STAT_NAMES, -1.0)
-        images = [{"id": i} for i in range(1, len(self.image_ids) + 1)]
-        cat_ids = {a["category_id"] for a in self.gt + self.dt} | set(self.id2label or ())
+        dt = self.dt
+        if iou_type == "segm":  # a detection's area is its mask's (what COCO.loadRes sets for segm results)
+            dt = [{**a, "area": a["mask_area"]} for a in dt]
+        sizes = {a["image_id"]: a["segmentation"]["size"] for a in self.gt + dt if "segmentation" in a}
+        images = [{"id": i, **_height_width(sizes.get(i))} for i in range(1, len(self.image_ids) + 1)]
+        cat_ids = {a["category_id"] for a in self.gt + dt} | set(self.id2label or ())
         categories = [{"id": c, "name": str(c)} for c in sorted(cat_ids)]
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset = {"images": images, "annotations": self.gt, "categories": categories}
-        coco_dt.dataset = {"images": images, "annotations": self.dt, "categories": categories}
+        coco_dt.dataset = {"images": images, "annotations": dt, "categories": categories}
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
             coco_gt.createIndex()
             coco_dt.createIndex()  # built by hand: COCO.loadRes fails on an empty list and copies the boxes again
-            evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+            evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
@@ -254,6 +280,31 @@ class CocoDetectionMetric(Metric):
                 results[f"map_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
                 results[f"mar_100_{name}"] = float(r[r > -1].mean()) if (r > -1).any() else -1.0
         return results
+
+
+def _encoded_masks(masks) -> list[dict]:
+    """(K, H, W) binary masks -> K COCO RLEs (pycocotools' encoder) with their "area" (pixel count)."""
+    from pycocotools import mask as mask_utils
+
+    masks = _numpy(masks, np.uint8)
+    if masks.ndim != 3:
+        raise ValueError(f"predicted masks must be (K, H, W), got shape {masks.shape}")
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    return [{**rle, "area": area} for rle, area in zip(rles, mask_utils.area(rles) if rles else [], strict=True)]
+
+
+def _plain_rle(rle: Mapping[str, Any]) -> dict:
+    """An RLE with its compressed counts as text: plain data, for state_dict, pickling and JSON."""
+    counts = rle["counts"]
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
+def _height_width(size) -> dict:
+    """The image entry's height / width, which COCO.annToRLE reads (from a segmentation of that image)."""
+    return {} if size is None else {"height": int(size[0]), "width": int(size[1])}
 
 
 class SegmentationMetric(Metric):

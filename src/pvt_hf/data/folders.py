@@ -2,7 +2,8 @@
 
   COCO folder     (detection) `<root>/annotations/instances_<split>.json` or `<root>/<split>.json`; images in
                   `<root>/<split>/`, `<root>/images/<split>/`, `<root>/images/` or `<root>/` (`file_name` relative to
-                  it). Category ids are mapped to 0..K-1 in id order. Boxes are COCO's xywh.
+                  it). Category ids are mapped to 0..K-1 in id order. Boxes are COCO's xywh; each annotation's
+                  `segmentation` (polygons or RLE) rides along as JSON text.
   ADE20K folder   (segmentation) `<root>/images/<split>/*.jpg` + `<root>/annotations/<split>/<same stem>.png`, as
                   ADEChallengeData2016. Label names from `<root>/id2label.json` (ids after reduce-labels), else the
                   names of `objectInfo150.txt`.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .schema import DETECTION_FEATURES, SEGMENTATION_FEATURES, box_area
+from .schema import DETECTION_FEATURES, SEGMENTATION_FEATURES, box_area, segmentation_text
 from .source import IMAGE_SUFFIXES, SPLIT_NAMES, Source
 
 
@@ -108,6 +109,7 @@ def _coco_rows(root: Path, split: str):
                     "category": [contiguous.get(a.get("category_id"), -1) for a in anns],
                     "area": [a.get("area", box_area(b)) for a, b in zip(anns, boxes, strict=True)],
                     "iscrowd": [a.get("iscrowd", 0) for a in anns],
+                    "segmentation": [segmentation_text(a.get("segmentation")) for a in anns],
                 },
             }
         )

@@ -5,10 +5,17 @@ Canonical rows (images as datasets' undecoded `{"bytes", "path"}` dicts, `Image(
 file never raises inside datasets' own iterator):
   classification  {"image", "label": int}
   detection       {"image", "image_id": int, "objects": {"bbox": [[x, y, w, h], ...] (absolute pixels, COCO xywh),
-                  "category": [int] (contiguous 0..K-1), "area": [float], "iscrowd": [int]}}
+                  "category": [int] (contiguous 0..K-1), "area": [float], "iscrowd": [int],
+                  "segmentation": [str] (per object the JSON text of its COCO `segmentation`: polygons
+                  `[[x1, y1, x2, y2, ...], ...]` or an RLE `{"size": [h, w], "counts": [...] or "..."}`, uncompressed or
+                  compressed, as the source holds it; "" for an object without one; no entries when the source has
+                  no segmentation)}}
+                  One JSON string per object holds both COCO forms in one Arrow type; masks are decoded (pycocotools)
+                  only where a model trains or is evaluated on them (`detection.TrainItem(masks=True)`).
   segmentation    {"image", "annotation": a label map, 0 = "other" (ADE20K's convention, kept as is: the image
                   processor's do_reduce_labels maps it to 255)}
-Columns: `image`/`label` (also webdataset's `jpg`/`cls`), `objects.{bbox,category,area,iscrowd}` + `image_id`,
+Columns: `image`/`label` (also webdataset's `jpg`/`cls`), `objects.{bbox,category,area,iscrowd,segmentation}` +
+`image_id`,
 `image`/`annotation` (also sidewalk's `pixel_values`/`label`); override with `columns=`. Detection boxes are in the
 declared `bbox_format`, converted to xywh here (`detection.xyxy_to_xywh`); never guessed from a name.
 """
@@ -22,7 +29,7 @@ from .detection import xyxy_to_xywh
 
 TASKS = ("classification", "detection", "segmentation")
 
-# canonical column -> source column; `bbox`, `category`, `area`, `iscrowd` are fields of the `objects` column
+# canonical column -> source column; `bbox`, `category`, `area`, `iscrowd`, `segmentation` are fields of `objects`
 DEFAULT_COLUMNS = {
     "classification": {"image": "image", "label": "label"},
     "detection": {
@@ -33,6 +40,7 @@ DEFAULT_COLUMNS = {
         "category": "category",
         "area": "area",
         "iscrowd": "iscrowd",
+        "segmentation": "segmentation",
     },
     "segmentation": {"image": "image", "annotation": "annotation"},
 }
@@ -46,6 +54,7 @@ DETECTION_FEATURES = Features(
             "category": List(Value("int64")),
             "area": List(Value("float64")),
             "iscrowd": List(Value("int64")),
+            "segmentation": List(Value("string")),
         },
     }
 )
@@ -134,6 +143,7 @@ class DetectionRow:
                 "category": [_int(v) for v in objects.get(c["category"]) or []],
                 "area": [_float(v) for v in area],
                 "iscrowd": [_int(v) for v in objects.get(c["iscrowd"]) or [0] * len(boxes)],
+                "segmentation": [segmentation_text(v) for v in objects.get(c["segmentation"]) or []],
             }
         else:
             objects = None
@@ -143,6 +153,19 @@ class DetectionRow:
     def _box(self, box):
         box = [_float(v) for v in box] if isinstance(box, (list, tuple)) else [math.nan] * 4
         return xyxy_to_xywh(box) if self.xyxy and len(box) == 4 else box
+
+
+def segmentation_text(segmentation) -> str:
+    """A source's COCO segmentation (polygons, an RLE dict with list / str / bytes counts, or its JSON text) -> the
+    canonical JSON text ("" for none). Never raises: what cannot be written becomes text the decoder rejects."""
+    if segmentation is None or isinstance(segmentation, str):
+        return segmentation or ""
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), bytes):
+        segmentation = {**segmentation, "counts": segmentation["counts"].decode("ascii", "replace")}
+    try:
+        return json.dumps(segmentation)
+    except (TypeError, ValueError):
+        return "<unreadable segmentation>"
 
 
 def _float(v) -> float:

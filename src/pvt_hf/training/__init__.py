@@ -9,7 +9,18 @@ module:
     outputs.py       the Hub-ready output folder and the push
 """
 
-from .arguments import RECIPES, SCHEDULES, add_arguments, check_hub_access, dataset_splits, parse_arguments
+from .arguments import (
+    DETECTOR_RECIPES,
+    DETECTOR_SCHEDULES,
+    DETECTORS,
+    RECIPES,
+    SCHEDULES,
+    add_arguments,
+    check_hub_access,
+    dataset_splits,
+    detector_recipe,
+    parse_arguments,
+)
 from .checkpoints import (
     CHECKPOINT_PREFIX,
     LOADER_STATE_FILE,
@@ -44,6 +55,9 @@ from .outputs import save_outputs, write_results
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "DETECTORS",
+    "DETECTOR_RECIPES",
+    "DETECTOR_SCHEDULES",
     "LOADER_STATE_FILE",
     "RECIPES",
     "SCHEDULES",
@@ -73,6 +87,7 @@ __all__ = [
     "save_checkpoint",
     "save_outputs",
     "dataset_splits",
+    "detector_recipe",
     "sum_over_processes",
     "write_results",
 ]

@@ -12,7 +12,7 @@ from .. import data
 
 logger = get_logger(__name__)
 
-SCHEDULES = ["cosine", "polynomial", "step", "linear", "constant", "constant_with_warmup"]
+SCHEDULES = ["cosine", "polynomial", "step", "multistep", "linear", "constant", "constant_with_warmup"]
 
 
 # The papers' recipes, the scripts' defaults, one column per task. classification: DeiT's, as both papers train (v1
@@ -32,6 +32,39 @@ _RECIPE_ROWS = (
     ("output_dir", "pvt-image-classification", "pvt-object-detection", "pvt-semantic-segmentation"),
 )
 RECIPES = {task: {row[0]: row[1 + i] for row in _RECIPE_ROWS} for i, task in enumerate(data.TASKS)}
+
+# The papers' COCO detectors (v1 paper Sec. 5.2, v2 paper Sec. 5.2), one column per detector, as the official
+# mmdetection 2.13 configs train them (whai362/PVT `detection/configs/retinanet_pvt_*_fpn_1x_coco.py`,
+# `mask_rcnn_pvt_*_fpn_1x_coco.py`: AdamW without gradient clipping, mmdetection's `schedule_1x` with its 500-step
+# linear warm-up from 0.001 of the rate, 8 GPUs x 2 images, the backbones' stochastic depth 0.1, images resized to
+# shorter side 800 / longer at most 1333 and flipped). `DETECTOR_SCHEDULES` adds the schedule's columns.
+_DETECTOR_RECIPE_ROWS = (  # name, RetinaNet, Mask R-CNN
+    ("learning_rate", 1e-4, 2e-4),
+    ("weight_decay", 1e-4, 1e-4),
+    ("lr_scheduler_type", "multistep", "multistep"),
+    ("num_warmup_steps", 500, 500),
+    ("per_device_train_batch_size", 2, 2),
+    ("per_device_eval_batch_size", 2, 2),
+    ("drop_path_rate", 0.1, 0.1),
+    ("max_grad_norm", None, None),
+    ("image_size", 800, 800),
+    ("output_dir", "pvt-retinanet", "pvt-mask-rcnn"),
+)
+DETECTORS = ("retinanet", "mask-rcnn")
+DETECTOR_RECIPES = {name: {row[0]: row[1 + i] for row in _DETECTOR_RECIPE_ROWS} for i, name in enumerate(DETECTORS)}
+# 1x: 12 epochs, x0.1 after epochs 8 and 11, single scale (`min_scale` = the shorter side 800). 3x: the official
+# `mask_rcnn_pvt_v2_b2_fpn_3x_mstrain.py`: 36 epochs, steps at 27 and 33, AdamW lr 1e-4 with weight decay 0.05, shorter
+# side drawn from 480, 512, ..., 800 (its AutoAugment's second policy, a random crop between two resizes, is not
+# reproduced); the official repository has no RetinaNet 3x config, so RetinaNet takes the same.
+DETECTOR_SCHEDULES = {
+    "1x": dict(num_train_epochs=12, lr_decay_epochs=[8, 11], min_scale=800),
+    "3x": dict(num_train_epochs=36, lr_decay_epochs=[27, 33], min_scale=480, learning_rate=1e-4, weight_decay=0.05),
+}
+
+
+def detector_recipe(detector: str, schedule: str) -> dict:
+    """The defaults of training `detector` ("retinanet" / "mask-rcnn") on `schedule` ("1x" / "3x")."""
+    return DETECTOR_RECIPES[detector] | DETECTOR_SCHEDULES[schedule]
 
 
 def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
@@ -118,7 +151,11 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     group.add_argument(
         "--lr_scheduler_type",
         choices=SCHEDULES,
-        help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR)",
+        help="the learning-rate schedule (polynomial: power 0.9 to 0; step: x0.1 at epoch 33 of 50, PVT+DETR; "
+        "multistep: mmdetection's, x0.1 after each of --lr_decay_epochs, warm-up from 0.001 of the rate)",
+    )
+    group.add_argument(
+        "--lr_decay_epochs", type=int, nargs="+", default=None, help="multistep: the epochs after which the rate drops"
     )
     group.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps")
     group.add_argument("--num_train_epochs", type=int, help="epochs (when --max_train_steps is not set)")

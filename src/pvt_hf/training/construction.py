@@ -82,9 +82,24 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
     return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=learning_rate)
 
 
-def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: int, steps_per_epoch: int | None):
-    """transformers' `get_scheduler` (cosine for DeiT; polynomial with power 0.9 to 0 for Semantic FPN), and PVT+DETR's
-    step schedule, which it lacks: x0.1 at epoch 33 of 50 (at 2/3 of the steps in a shorter run)."""
+MMDET_WARMUP_RATIO = 0.001  # mmdetection's schedules: the linear warm-up starts at 0.001 of the learning rate
+
+
+def build_scheduler(
+    optimizer,
+    name: str,
+    num_warmup_steps: int,
+    total_steps: int,
+    steps_per_epoch: int | None,
+    *,
+    decay_epochs: list[int] | None = None,
+    num_epochs: int | None = None,
+):
+    """transformers' `get_scheduler` (cosine for DeiT; polynomial with power 0.9 to 0 for Semantic FPN), and the two
+    step schedules it lacks: PVT+DETR's "step", x0.1 at epoch 33 of 50 (at 2/3 of the steps in a shorter run), and
+    mmdetection's "multistep" (RetinaNet / Mask R-CNN), x0.1 after each epoch of `decay_epochs` of `num_epochs`."""
+    if name == "multistep":
+        return multistep_schedule(optimizer, decay_epochs, num_warmup_steps, total_steps, steps_per_epoch, num_epochs)
     if name == "step":
         drop = round(total_steps * 33 / 50)
         if steps_per_epoch:
@@ -103,9 +118,34 @@ def build_scheduler(optimizer, name: str, num_warmup_steps: int, total_steps: in
     )
 
 
+def multistep_schedule(optimizer, decay_epochs, num_warmup_steps, total_steps, steps_per_epoch, num_epochs):
+    """mmdetection's step policy with its linear warm-up (`schedule_1x`: steps [8, 11] of 12 epochs, 500 warm-up
+    iterations from ratio 0.001): the rate x0.1 once each epoch of `decay_epochs` is reached (a run shorter than its
+    epochs decays at the same fractions of its steps), times 1 - (1 - step / warm-up) x (1 - 0.001) while warming up."""
+    if not decay_epochs or not num_epochs:
+        raise ValueError("the multistep schedule needs the epochs it decays at (--lr_decay_epochs) and the epoch count")
+    drops = [round(total_steps * epoch / num_epochs) for epoch in decay_epochs]
+    if steps_per_epoch:
+        drops = [min(epoch * steps_per_epoch, drop) for epoch, drop in zip(decay_epochs, drops, strict=True)]
+
+    def factor(step: int) -> float:
+        decayed = 0.1 ** sum(step >= drop for drop in drops)
+        if step < num_warmup_steps:
+            return decayed * (1 - (1 - step / num_warmup_steps) * (1 - MMDET_WARMUP_RATIO))
+        return decayed
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def optimizer_and_scheduler(model, args, plan):
     """AdamW over the decayed / non-decayed parameter groups and `--lr_scheduler_type` over `plan`'s steps."""
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
     return optimizer, build_scheduler(
-        optimizer, args.lr_scheduler_type, args.num_warmup_steps, plan.total_steps, plan.steps_per_epoch
+        optimizer,
+        args.lr_scheduler_type,
+        args.num_warmup_steps,
+        plan.total_steps,
+        plan.steps_per_epoch,
+        decay_epochs=getattr(args, "lr_decay_epochs", None),
+        num_epochs=args.num_train_epochs,
     )
