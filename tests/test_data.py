@@ -102,12 +102,28 @@ def test_embedded_defaults_are_deterministic(cache, tmp_path):
     assert {
         "digits-v1-seed0/train",
         "digits-v1-seed0/validation",
-        "shapes-coco-v2-seed0/annotations",
-        "shapes-coco-v2-seed0/train",
+        "shapes-coco-v3-seed0/annotations",
+        "shapes-coco-v3-seed0/train",
         "shapes-ade20k-v2-seed0/images",
         "shapes-ade20k-v2-seed0/id2label.json",
         "shapes-ade20k-v2-seed0/annotations",
     } <= layout
+
+
+def test_embedded_shapes_carry_instance_masks_of_their_shapes(cache):
+    # the masks are the shapes' pixels: the class colour inside (the background is dark), tight in their boxes
+    rows = data.load_task_dataset("detection", None, "validation", data_dir=str(cache / "shapes-coco-v3-seed0"))
+    for row in list(rows)[:10]:
+        sample = data.decode_example(row, "detection")
+        image, objects = np.asarray(sample["image"], dtype=np.float64), sample["objects"]
+        masks = data.detection.instance_masks(objects["segmentation"], *image.shape[:2]).astype(bool)
+        for mask, box, cls in zip(masks, objects["bbox"], objects["category"], strict=True):
+            x, y, w, h = (int(v) for v in box)
+            rows_, cols = np.where(mask)
+            assert (cols.min(), rows_.min(), cols.max() + 1 - cols.min(), rows_.max() + 1 - rows_.min()) == (x, y, w, h)
+            assert np.abs(image[mask].mean(0) - data.embedded.SHAPE_COLOURS[cls]).max() < 40
+            corners = ~mask[y : y + h, x : x + w]  # in the box, off the shape (none for a rectangle): background
+            assert not corners.any() or image[y : y + h, x : x + w][corners].mean() < 110
 
 
 def test_training_split_and_aliases(cache):
@@ -115,7 +131,7 @@ def test_training_split_and_aliases(cache):
     ds = data.load_task_dataset("segmentation", None, "train", data_dir=str(cache / "shapes-ade20k-v2-seed0"))
     assert sum(1 for _ in ds) == SIZES["segmentation"][0]
     with pytest.raises(FileNotFoundError, match="test"):
-        data.load_task_dataset("detection", None, "test", data_dir=str(cache / "shapes-coco-v2-seed0"))
+        data.load_task_dataset("detection", None, "test", data_dir=str(cache / "shapes-coco-v3-seed0"))
 
 
 def test_coco_folder_maps_category_ids_and_reads_images_folder(tmp_path):

@@ -1,7 +1,7 @@
 """The embedded datasets: with no source, each task uses one, written once under `cache_dir` (default
 `$PVT_HF_DATASETS` or `~/.cache/pvt_hf/datasets`) and then read through the same local loaders: scikit-learn's
 handwritten digits (real data) as an image folder, and synthetic "shapes" (rectangle, ellipse, triangle) as a COCO
-folder and an ADE20K folder."""
+folder (boxes and instance masks) and an ADE20K folder."""
 
 import json
 import os
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 from PIL import ImageDraw
+from pycocotools import mask as mask_utils
 
 SHAPES = ("rectangle", "ellipse", "triangle")
 
@@ -62,7 +63,8 @@ def write_digits(root: Path, seed: int = 0) -> None:
 
 def write_shapes_coco(root: Path, seed: int = 0, sizes=(("train", 200), ("validation", 50))) -> None:
     """Synthetic shapes as a COCO folder: {train,validation}/<id>.jpg + annotations/instances_<split>.json
-    (bbox xywh, area = pixel count, iscrowd 0, category ids 1..3 like COCO's 1-based ids)."""
+    (bbox xywh, area = pixel count, iscrowd 0, category ids 1..3 like COCO's 1-based ids, segmentation = the shape's
+    pixels as a compressed COCO RLE, so that Mask R-CNN trains on the default too)."""
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPES)]
     (root / "annotations").mkdir(parents=True)
     for offset, (split, count) in enumerate(sizes):
@@ -76,15 +78,18 @@ def write_shapes_coco(root: Path, seed: int = 0, sizes=(("train", 200), ("valida
                 {"id": image_id, "file_name": f"{image_id:06d}.jpg", "width": image.width, "height": image.height}
             )
             for cls, (x, y, w, h) in shapes:
-                area = int((np.asarray(label_map)[y : y + h, x : x + w] == cls + 1).sum())
+                mask = np.zeros((image.height, image.width), dtype=np.uint8)  # shapes never overlap: the box's pixels
+                mask[y : y + h, x : x + w] = np.asarray(label_map)[y : y + h, x : x + w] == cls + 1
+                rle = mask_utils.encode(np.asfortranarray(mask))
                 annotations.append(
                     {
                         "id": len(annotations) + 1,
                         "image_id": image_id,
                         "category_id": cls + 1,
                         "bbox": [x, y, w, h],
-                        "area": area,
+                        "area": int(mask.sum()),
                         "iscrowd": 0,
+                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                     }
                 )
         coco = {"images": images, "annotations": annotations, "categories": categories}
@@ -142,6 +147,6 @@ def _shapes_sample(rng: np.random.Generator):
 
 _EMBEDDED = {
     "classification": ("digits-v1", write_digits),
-    "detection": ("shapes-coco-v2", write_shapes_coco),
+    "detection": ("shapes-coco-v3", write_shapes_coco),
     "segmentation": ("shapes-ade20k-v2", write_shapes_ade),
 }
