@@ -31,7 +31,7 @@ from pvt_hf import (
     training,
 )
 from pvt_hf.data.detection import Collate, DetectionTrainTransform, TrainItem, eval_targets
-from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
+from pvt_hf.metrics import results_with_prefix
 
 TASK = "detection"
 # the embedded dataset's short run: a small Deformable DETR on 128-pixel images
@@ -130,10 +130,10 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor, args) -> dict:
-    """COCO box AP with pycocotools over all processes' (disjoint) shards, through the saved processor, with boxes at
-    the images' original sizes."""
+    """COCO box AP with pycocotools (the evaluate module pvt_coco_detection) on every process's images, through the
+    saved processor, with boxes at the images' original sizes."""
     model.eval()
-    metric = CocoDetectionMetric()
+    samples = []
     for examples in batches:
         inputs = processor([e["image"] for e in examples], return_tensors="pt")
         outputs = model(
@@ -148,9 +148,10 @@ def evaluate(accelerator, model, batches, processor, args) -> dict:
             for e, (h, w) in zip(examples, resized, strict=True)
         ]
         results = processor.post_process_object_detection(outputs, threshold=args.eval_threshold, target_sizes=sizes)
-        predictions = [{k: v.cpu() for k, v in result.items()} for result in results]
-        metric.add_batch(predictions=predictions, references=eval_targets(examples))
-    return results_with_prefix(training.merged_over_processes(metric).compute())
+        for result, target in zip(results, eval_targets(examples), strict=True):
+            target.pop("image_id")  # the module takes none: the shards are disjoint, so no image repeats
+            samples.append({"predictions": {k: v.cpu().numpy() for k, v in result.items()}, "references": target})
+    return results_with_prefix(training.evaluated_over_processes("pvt_coco_detection", samples))
 
 
 if __name__ == "__main__":

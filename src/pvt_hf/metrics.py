@@ -4,8 +4,9 @@ One protocol for the three (`Metric`), with the surface of `evaluate.EvaluationM
 predictions=..., references=...)` per batch (`update(predictions, references)` positionally), `compute()` at the
 end, `reset()` between evaluations. They work offline (no `evaluate.load`) and merge across processes through their
 state: `state_dict()` is a picklable summary of what was seen (counts, histograms, annotations) and `merge(other)`
-adds another metric or state into this one, so that every process accumulates its own shard and the scripts gather
-the states with accelerate (`pvt_hf.training.merged_over_processes`) before `compute`.
+adds another metric or state into this one. The `evaluate` modules (`pvt_hf.evaluate_modules`) compute with these
+classes; the training scripts go through those modules with each sample's compact summary (`top_class_ids`,
+`segmentation_histograms`, the detections), gathered by `pvt_hf.training.evaluated_over_processes`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ClassificationMetric", "CocoDetectionMetric", "Metric", "SegmentationMetric", "results_with_prefix"]
+__all__ = [
+    "TOP_K",
+    "ClassificationMetric",
+    "CocoDetectionMetric",
+    "Metric",
+    "SegmentationMetric",
+    "results_with_prefix",
+    "segmentation_histograms",
+    "top_class_ids",
+]
 
 COCO_STAT_NAMES = (
     "map",
@@ -69,10 +79,19 @@ class Metric:
         raise NotImplementedError
 
 
+TOP_K = (1, 5)  # the top-k accuracies the papers report
+
+
+def top_class_ids(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C) scores -> (N, min(k, C)) class ids, best first: all a top-k accuracy needs of a sample."""
+    logits = torch.as_tensor(logits)
+    return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+
+
 class ClassificationMetric(Metric):
     """Top-k accuracy over all samples seen (counts, not a mean of batch means, so uneven batches weigh right)."""
 
-    def __init__(self, top_k: Sequence[int] = (1, 5)) -> None:
+    def __init__(self, top_k: Sequence[int] = TOP_K) -> None:
         self.top_k = tuple(int(k) for k in top_k)
         self.reset()
 
@@ -92,8 +111,22 @@ class ClassificationMetric(Metric):
         if logits.ndim != 2 or labels.shape != logits.shape[:1]:
             shapes = f"{tuple(logits.shape)} and {tuple(labels.shape)}"
             raise ValueError(f"expected (N, C) logits and (N,) labels, got {shapes}")
-        top = logits.topk(min(max(self.top_k), logits.shape[1]), dim=-1).indices  # k clipped to C: top-k of C < k is 1
-        hits = top == labels.to(top.device, torch.long)[:, None]
+        self.update_top_ids(top_class_ids(logits, max(self.top_k)), labels, logits.shape[1])
+
+    def update_top_ids(self, top_ids: torch.Tensor, labels: torch.Tensor, num_labels: int | None = None) -> None:
+        """(N, k) class ids best first (`top_class_ids`) and (N,) class ids. Fewer than max(top_k) ids per sample are
+        all the classes (then `num_labels` must say so): top-k of C < k classes is a hit."""
+        top_ids, labels = torch.as_tensor(top_ids), torch.as_tensor(labels)
+        if top_ids.ndim != 2 or labels.shape != top_ids.shape[:1]:
+            shapes = f"{tuple(top_ids.shape)} and {tuple(labels.shape)}"
+            raise ValueError(f"expected (N, k) class ids and (N,) labels, got {shapes}")
+        width, k = top_ids.shape[1], max(self.top_k)
+        if width < k and width != num_labels:
+            raise ValueError(
+                f"{width} class ids per sample for top-{k} accuracy: give the {k} best, or all of them with "
+                f"num_labels={width} when there are fewer classes"
+            )
+        hits = top_ids == labels.to(top_ids.device, torch.long)[:, None]
         for k in self.top_k:
             self.correct[k] += int(hits[:, :k].any(-1).sum())
         self.count += labels.shape[0]
@@ -276,23 +309,9 @@ class SegmentationMetric(Metric):
         for key in self.KEYS:
             setattr(self, key, torch.zeros(self.num_labels, dtype=torch.int64))
 
-    def _bincount(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[(x >= 0) & (x < self.num_labels)]
-        return torch.bincount(x, minlength=self.num_labels)
-
     def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         """(N, H, W) (or (H, W)) predicted and true class ids; histograms stay on the inputs' device until compute."""
-        predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
-        if predictions.shape != labels.shape:
-            raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
-        labels = labels.to(predictions.device, torch.int64)
-        mask = labels != self.ignore_index
-        pred, label = predictions.to(torch.int64)[mask], labels[mask]
-        intersect = self._bincount(pred[pred == label])
-        area_pred, area_label = self._bincount(pred), self._bincount(label)
-        for key, value in zip(
-            self.KEYS, (intersect, area_pred + area_label - intersect, area_pred, area_label), strict=True
-        ):
+        for key, value in segmentation_histograms(predictions, labels, self.num_labels, self.ignore_index).items():
             setattr(self, key, getattr(self, key).to(value.device) + value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -324,6 +343,27 @@ class SegmentationMetric(Metric):
             "per_category_iou": iou.tolist(),
             "per_category_accuracy": acc.tolist(),
         }
+
+
+def segmentation_histograms(
+    predictions: torch.Tensor, labels: torch.Tensor, num_labels: int, ignore_index: int = 255
+) -> dict[str, torch.Tensor]:
+    """`SegmentationMetric.KEYS` of one batch: the (num_labels,) int64 histograms of the intersection, union,
+    predicted and labelled pixels (pixels labelled `ignore_index` skipped; ids outside [0, num_labels) in no bin).
+    Their sums over all images are all that mIoU / mAcc / aAcc need."""
+    predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
+    labels = labels.to(predictions.device, torch.int64)
+    mask = labels != ignore_index
+    pred, label = predictions.to(torch.int64)[mask], labels[mask]
+
+    def bincount(x: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(x[(x >= 0) & (x < num_labels)], minlength=num_labels)
+
+    intersect, area_pred, area_label = bincount(pred[pred == label]), bincount(pred), bincount(label)
+    values = (intersect, area_pred + area_label - intersect, area_pred, area_label)
+    return dict(zip(SegmentationMetric.KEYS, values, strict=True))
 
 
 def results_with_prefix(metrics: Mapping[str, Any], prefix: str = "eval_") -> dict[str, float]:
