@@ -2,6 +2,7 @@
 recorded: the script reports what the module computed), on compact per-sample inputs (best class ids, per-class
 pixel histograms, detections) whose results equal pvt_hf.metrics on the full logits / label maps."""
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ from PIL import Image
 from test_training import load_script
 from tiny_heads import detection_model
 
-from pvt_hf import PvtDetrImageProcessor, PvtForImageClassification
+from pvt_hf import PvtDetrImageProcessor, PvtForImageClassification, training
 from pvt_hf.data.classification import classification_eval_processor
 from pvt_hf.data.detection import eval_targets
 from pvt_hf.metrics import ClassificationMetric, CocoDetectionMetric, SegmentationMetric, results_with_prefix
@@ -114,3 +115,12 @@ def test_detection_script_evaluates_with_pvt_coco_detection(computed):
     expected = CocoDetectionMetric()  # the module's detections, scored by the scripts' former metric
     expected.update(inputs["predictions"], [{**t, "image_id": None} for t in eval_targets(examples)])
     assert results == pytest.approx(results_with_prefix(expected.compute()), abs=1e-12)
+
+
+def test_an_evaluation_of_no_sample_keeps_its_keys():
+    # e.g. every evaluation sample corrupt: the run still ends with its results (NaN / -1 as pvt_hf.metrics gives)
+    accuracy = training.evaluated_over_processes("pvt_accuracy", [], "top_k_ids")
+    assert set(accuracy) == {"accuracy", "top5_accuracy"} and all(math.isnan(v) for v in accuracy.values())
+    miou = training.evaluated_over_processes("pvt_mean_iou", [], "histograms", num_labels=4)
+    assert math.isnan(miou["mean_iou"]) and len(miou["per_category_iou"]) == 4
+    assert training.evaluated_over_processes("pvt_coco_detection", []) == CocoDetectionMetric().compute()
