@@ -12,7 +12,8 @@ from conftest import tiny_config
 from hub_mirror import HubMirror
 from tiny_heads import segmentation_model
 
-from pvt_hf import PvtForImageClassification, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from pvt_hf import PvtBackbone, PvtForImageClassification, PvtHfImageProcessor, PvtSegmentationImageProcessor
+from pvt_hf.hub import _card
 
 CLASSIFIER, SEGMENTER = "org/pvt-classifier", "org/pvt-semantic-fpn"
 PIXELS = torch.linspace(-1, 1, 3 * 56 * 56).reshape(1, 3, 56, 56)
@@ -131,3 +132,14 @@ def test_folders_load_by_hub_id_then_offline_from_the_warm_cache(tmp_path, fresh
             assert code and all(
                 any(f.startswith(f"/{repo}/resolve/") and f.endswith(f"/{name}") for f in fetched) for name in code
             ), (repo, code)
+
+
+@pytest.mark.slow
+def test_the_backbone_cards_code_loads_a_local_folder_without_pvt_hf(tmp_path, fresh_python):
+    folder = tmp_path / "backbone"
+    PvtBackbone(tiny_config(num_labels=0)).save_pretrained(folder)
+    PvtHfImageProcessor().save_pretrained(folder)
+    card = _card("t", "body", "image-feature-extraction", str(folder), "AutoBackbone")
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    loaded = fresh_python(code + "import json\nprint(json.dumps([type(model).__module__, type(model).__name__]))")
+    assert loaded[0].startswith("transformers_modules.") and loaded[1] == "PvtBackbone"
