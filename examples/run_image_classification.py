@@ -28,7 +28,7 @@ from pvt_hf.data.classification import (
     eval_labels,
     mixup_cutmix,
 )
-from pvt_hf.metrics import ClassificationMetric, results_with_prefix
+from pvt_hf.metrics import TOP_K, results_with_prefix, top_class_ids
 
 TASK = "classification"
 # the embedded dataset's short run (32-pixel images): every regulariser off
@@ -127,13 +127,19 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor) -> dict:
-    """Top-1 / top-5 through the saved processor over this process's shard, merged over all processes."""
+    """Top-1 / top-5 through the saved processor with the evaluate module pvt_accuracy, on every process's samples
+    (their 5 best class ids, not their logits)."""
     model.eval()
-    metric = ClassificationMetric()
+    samples = []
     for examples in batches:
         pixels = processor([e["image"] for e in examples], return_tensors="pt").pixel_values.to(accelerator.device)
-        metric.add_batch(predictions=model(pixel_values=pixels).logits.float().cpu(), references=eval_labels(examples))
-    return results_with_prefix(training.merged_over_processes(metric).compute())
+        top_ids = top_class_ids(model(pixel_values=pixels).logits.float(), max(TOP_K)).cpu().numpy()
+        labels = eval_labels(examples).tolist()
+        samples += [{"predictions": ids, "references": label} for ids, label in zip(top_ids, labels, strict=True)]
+    num_labels = accelerator.unwrap_model(model).config.num_labels  # top-5 of fewer classes: all of them
+    return results_with_prefix(
+        training.evaluated_over_processes("pvt_accuracy", samples, "top_k_ids", num_labels=num_labels)
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pvt_hf import (
     training,
 )
 from pvt_hf.data.detection import Collate, DetectionTrainTransform, TrainItem, eval_targets
-from pvt_hf.metrics import CocoDetectionMetric, results_with_prefix
+from pvt_hf.metrics import mask_rles, results_with_prefix
 
 TASK = "detection"
 # the embedded dataset's short run: a small Deformable DETR on 128-pixel images
@@ -175,38 +175,41 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor, args) -> dict:
-    """COCO box AP (and Mask R-CNN's mask AP) with pycocotools over all processes' (disjoint) shards, through the
-    saved processor, with boxes and masks at the images' original sizes."""
+    """COCO box AP (and Mask R-CNN's mask AP) with pycocotools (the evaluate module pvt_coco_detection) on every
+    process's images, through the saved processor, with boxes and masks at the images' original sizes."""
     model.eval()
     masks = args.detector == "mask-rcnn"
-    metric = CocoDetectionMetric(iou_types=("bbox", "segm") if masks else ("bbox",))
+    samples = []
     for examples in batches:
         inputs = processor([e["image"] for e in examples], return_tensors="pt")
         outputs = model(
             pixel_values=inputs.pixel_values.to(accelerator.device), pixel_mask=inputs.pixel_mask.to(accelerator.device)
         )
         if args.detector:  # RetinaNet / Mask R-CNN: boxes (and masks) at each image's original size
-            originals = [(e["image"].height, e["image"].width) for e in examples]
+            sizes = [(e["image"].height, e["image"].width) for e in examples]
             post_process = (
                 processor.post_process_instance_segmentation if masks else processor.post_process_object_detection
             )
-            results = post_process(outputs, threshold=args.eval_threshold, target_sizes=originals)
-            keys = ("boxes", "scores", "labels", "masks") if masks else ("boxes", "scores", "labels")
-            predictions = [{k: result[k].cpu() for k in keys} for result in results]
-            metric.add_batch(predictions=predictions, references=eval_targets(examples, masks=masks))
-            continue
-        # predictions are relative to the padded batch canvas (as transformers' DETR targets are): scale the canvas
-        # by each image's original / resized size to get boxes in original pixels
-        canvas_h, canvas_w = inputs.pixel_mask.shape[-2:]
-        resized = [(int(mask.any(1).sum()), int(mask.any(0).sum())) for mask in inputs.pixel_mask]
-        sizes = [
-            (canvas_h * e["image"].height / h, canvas_w * e["image"].width / w)
-            for e, (h, w) in zip(examples, resized, strict=True)
-        ]
-        results = processor.post_process_object_detection(outputs, threshold=args.eval_threshold, target_sizes=sizes)
-        predictions = [{k: v.cpu() for k, v in result.items()} for result in results]
-        metric.add_batch(predictions=predictions, references=eval_targets(examples))
-    return results_with_prefix(training.merged_over_processes(metric).compute())
+        else:
+            # DETR's predictions are relative to the padded batch canvas (as its targets are): scale the canvas by
+            # each image's original / resized size to get boxes in original pixels
+            canvas_h, canvas_w = inputs.pixel_mask.shape[-2:]
+            resized = [(int(mask.any(1).sum()), int(mask.any(0).sum())) for mask in inputs.pixel_mask]
+            sizes = [
+                (canvas_h * e["image"].height / h, canvas_w * e["image"].width / w)
+                for e, (h, w) in zip(examples, resized, strict=True)
+            ]
+            post_process = processor.post_process_object_detection
+        results = post_process(outputs, threshold=args.eval_threshold, target_sizes=sizes)
+        for result, target in zip(results, eval_targets(examples, masks=masks), strict=True):
+            target.pop("image_id")  # the module takes none: the shards are disjoint, so no image repeats
+            prediction = {k: result[k].cpu().numpy() for k in ("boxes", "scores", "labels")}
+            if masks:  # compact: RLEs, not (K, H, W) masks
+                prediction["masks"] = mask_rles(result["masks"])
+            samples.append({"predictions": prediction, "references": target})
+    return results_with_prefix(
+        training.evaluated_over_processes("pvt_coco_detection", samples, "segm" if masks else None)
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pvt_hf import (
 )
 from pvt_hf.data.segmentation import Mask2FormerCollate, SegmentationTrainTransform, TrainItem, collate, eval_labels
 from pvt_hf.image_processing_pvt import PvtSegmentationImageProcessor
-from pvt_hf.metrics import SegmentationMetric, results_with_prefix
+from pvt_hf.metrics import results_with_prefix, segmentation_histograms
 
 TASK = "segmentation"
 EMBEDDED_PROFILE = dict(  # the shapes' background is a class here (no reduce-labels)
@@ -179,16 +179,19 @@ def main(argv=None):
 
 @torch.no_grad()
 def evaluate(accelerator, model, batches, processor, num_labels, ignore, do_reduce_labels, predict=predict) -> dict:
-    """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution, merged over all
-    processes (per-class histograms)."""
+    """mIoU / mAcc / aAcc (ADE20K conventions) of `predict`'s label maps at the labels' resolution, with the evaluate
+    module pvt_mean_iou on every process's images (their per-class pixel histograms, not their maps)."""
     model.eval()
-    metric = SegmentationMetric(num_labels, ignore_index=ignore)
+    samples = []
     for examples in batches:
         predictions = predict(model, processor, [e["image"] for e in examples], accelerator.device)
         for example, prediction in zip(examples, predictions, strict=True):
             labels = eval_labels(example, do_reduce_labels, ignore)
-            metric.add_batch(predictions=prediction.cpu()[None], references=labels[None])
-    return results_with_prefix(training.merged_over_processes(metric).compute())
+            histograms = segmentation_histograms(prediction.cpu(), labels, num_labels, ignore)
+            samples.append({key: counts.numpy() for key, counts in histograms.items()})
+    return results_with_prefix(
+        training.evaluated_over_processes("pvt_mean_iou", samples, "histograms", num_labels=num_labels)
+    )
 
 
 if __name__ == "__main__":

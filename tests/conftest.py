@@ -61,12 +61,13 @@ def fresh_python(tmp_path):
     """`fresh_python(script, *args)` runs `script` in a new interpreter as a user without this checkout would:
     `python -I` (no PYTHON* variables, user site or working folder on the path), offline, an empty HF_HOME and, unless
     `with_pvt_hf=True`, pvt_hf not importable, so a saved folder must serve through transformers and its own remote
-    code. The test fails with the script's stderr when it exits non-zero; else the script's last line of output is
-    returned, read as JSON (the script prints what it observed, the test asserts on it)."""
+    code; `env` adds or replaces variables (e.g. HF_ENDPOINT and HF_HUB_OFFLINE=0 for a local Hub). The test fails
+    with the script's stderr when it exits non-zero; else the script's last line of output is returned, read as JSON
+    (the script prints what it observed, the test asserts on it)."""
 
-    def run(script: str, *args, with_pvt_hf: bool = False):
+    def run(script: str, *args, with_pvt_hf: bool = False, env: dict[str, str] | None = None):
         code = textwrap.dedent(script) if with_pvt_hf else _WITHOUT_PVT_HF + textwrap.dedent(script)
-        env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+        env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin", **(env or {})}
         done = subprocess.run(
             [sys.executable, "-I", "-c", code, *map(str, args)],
             capture_output=True,

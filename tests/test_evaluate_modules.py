@@ -15,7 +15,13 @@ from transformers import pipeline
 
 from pvt_hf import PvtForImageClassification, PvtHfImageProcessor
 from pvt_hf.evaluate_modules import MODULES, module_path
-from pvt_hf.metrics import ClassificationMetric, CocoDetectionMetric, SegmentationMetric
+from pvt_hf.metrics import (
+    ClassificationMetric,
+    CocoDetectionMetric,
+    SegmentationMetric,
+    segmentation_histograms,
+    top_class_ids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +55,57 @@ def test_accuracy_of_scores_is_top_k_over_batches(modules):
     assert result["top5_accuracy"] == pytest.approx(top_k_accuracy_score(references, scores, k=5, labels=range(8)))
 
 
-def test_mean_iou_is_the_hub_formula_on_hand_counted_pixels(modules):
-    # two images, 3 classes, 255 ignored; per class (intersection, union, label area):
-    # class 0: (3, 4, 4), class 1: (1, 3, 1), class 2: (2, 3, 3); 6 of 8 labelled pixels right
-    predictions = [np.array([[0, 0, 1], [2, 1, 1]]), np.array([[2, 0, 1]])]
-    references = [np.array([[0, 0, 1], [2, 2, 255]]), np.array([[2, 0, 0]])]
-    result = modules["pvt_mean_iou"].compute(predictions=predictions, references=references, num_labels=3)
+def test_accuracy_of_top_k_ids_is_that_of_the_scores():
+    rng = np.random.default_rng(5)
+    scores, references = rng.normal(size=(30, 8)).astype(np.float32), rng.integers(0, 8, 30)
+    metric = evaluate.load(module_path("pvt_accuracy"), "top_k_ids")
+    for chunk in (slice(0, 11), slice(11, 30)):
+        metric.add_batch(predictions=top_class_ids(torch.from_numpy(scores[chunk]), 5), references=references[chunk])
+    result = metric.compute()
+    assert result["top5_accuracy"] == pytest.approx(top_k_accuracy_score(references, scores, k=5, labels=range(8)))
+    assert result["accuracy"] == pytest.approx(accuracy_score(references, scores.argmax(1)))
+    # fewer ids than top-5 are all the classes only when num_labels says so (3 classes: top-5 is always a hit)
+    three = top_class_ids(torch.from_numpy(scores[:, :3]), 5)
+    with pytest.raises(ValueError, match="num_labels=3"):
+        metric.compute(predictions=three, references=references % 3)
+    result = metric.compute(predictions=three, references=references % 3, num_labels=3)
+    assert result["top5_accuracy"] == 1.0
+    assert result["accuracy"] == pytest.approx(accuracy_score(references % 3, scores[:, :3].argmax(1)))
+
+
+# two images, 3 classes, 255 ignored; per class (intersection, union, label area):
+# class 0: (3, 4, 4), class 1: (1, 3, 1), class 2: (2, 3, 3); 6 of 8 labelled pixels right
+HAND_PREDICTIONS = [np.array([[0, 0, 1], [2, 1, 1]]), np.array([[2, 0, 1]])]
+HAND_REFERENCES = [np.array([[0, 0, 1], [2, 2, 255]]), np.array([[2, 0, 0]])]
+
+
+def hand_histograms():
+    """The hand-counted images as the scripts give them to pvt_mean_iou's "histograms": one histogram per image."""
+    per_image = [
+        segmentation_histograms(torch.from_numpy(p), torch.from_numpy(r), 3)
+        for p, r in zip(HAND_PREDICTIONS, HAND_REFERENCES, strict=True)
+    ]
+    return {key: [h[key].numpy() for h in per_image] for key in SegmentationMetric.KEYS}
+
+
+@pytest.mark.parametrize("form", ["maps", "histograms"])
+def test_mean_iou_is_the_hub_formula_on_hand_counted_pixels(modules, form):
+    if form == "maps":
+        metric, inputs = modules["pvt_mean_iou"], dict(predictions=HAND_PREDICTIONS, references=HAND_REFERENCES)
+    else:
+        metric, inputs = evaluate.load(module_path("pvt_mean_iou"), "histograms"), hand_histograms()
+    result = metric.compute(**inputs, num_labels=3)
     iou, acc = np.array([3 / 4, 1 / 3, 2 / 3]), np.array([3 / 4, 1 / 1, 2 / 3])
     assert result["per_category_iou"] == pytest.approx(iou)
     assert result["per_category_accuracy"] == pytest.approx(acc)
     assert result["mean_iou"] == pytest.approx(iou.mean()) and result["mean_accuracy"] == pytest.approx(acc.mean())
     assert result["overall_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_mean_iou_histograms_need_one_length():
+    metric, histograms = evaluate.load(module_path("pvt_mean_iou"), "histograms"), hand_histograms()
+    with pytest.raises(ValueError, match=r"\[3, 4\] classes"):
+        metric.compute(**histograms, num_labels=4)
 
 
 def test_mean_iou_equals_the_scripts_metric_and_reduces_labels_like_the_hub(modules):

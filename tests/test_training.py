@@ -160,6 +160,7 @@ def test_two_processes_share_the_work_and_agree(tmp_path):
     assert distributed["eval_accuracy"] == pytest.approx(single["accuracy"], abs=1e-9)
     assert distributed["eval_top5_accuracy"] == pytest.approx(single["top5_accuracy"], abs=1e-9)
     assert records[1]["distributed"] == distributed
+    assert [r["evaluated_samples"] for r in records] == [360, 360]  # each process's module saw every sample
 
 
 @pytest.mark.slow

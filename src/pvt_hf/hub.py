@@ -63,7 +63,17 @@ def _card(
     (`name`: its Hub id, or None for a local path) with `auto_class` and, unless it is a bare backbone, a pipeline."""
     name = name or "path/to/this/folder"
     code = []  # snippets, each a list of lines
-    if auto_class:
+    if auto_class == "AutoBackbone":  # AutoBackbone itself loads by Hub id online only (see the note below)
+        code.append(
+            [
+                "from transformers import AutoConfig, AutoImageProcessor",
+                "from transformers.dynamic_module_utils import get_class_from_dynamic_module",
+                f'auto_map = AutoConfig.from_pretrained("{name}", trust_remote_code=True).auto_map',
+                f'model = get_class_from_dynamic_module(auto_map["AutoBackbone"], "{name}").from_pretrained("{name}")',
+                f'processor = AutoImageProcessor.from_pretrained("{name}", trust_remote_code=True)',
+            ]
+        )
+    elif auto_class:
         code.append(
             [
                 f"from transformers import {auto_class}, AutoImageProcessor",
@@ -87,6 +97,13 @@ def _card(
         "AutoModelForObjectDetection": "; RetinaNet folders also torchvision",
         "AutoModelForInstanceSegmentation": "; also torchvision (Mask R-CNN is built on torchvision.models.detection)",
     }.get(auto_class, "")
+    if auto_class == "AutoBackbone":  # what tests/test_hub_mirror.py measures of transformers' AutoBackbone
+        needs += (
+            ".\n\n`AutoBackbone.from_pretrained` would load this folder by Hub id online only: transformers asks the "
+            "Hub whether the name is a repository first, which fails under `HF_HUB_OFFLINE=1` (even from the cache) "
+            "and for a local copy's path; the class its `auto_map` names (above), or `pvt_hf.PvtBackbone`, loads from "
+            "both"
+        )
     return f"""---
 library_name: transformers
 {license}tags: [pvt, pyramid-vision-transformer, pvt_hf, {pipeline_task}]

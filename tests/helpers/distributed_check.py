@@ -1,12 +1,13 @@
 """Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2`: trains the classification example
 for a few steps with DDP on the streamed embedded dataset and records, per rank, what it read, its final parameters,
-how far its learning-rate schedule advanced, the distributed evaluation and (rank 0) a single-process evaluation of
-the same model on the whole split."""
+how far its learning-rate schedule advanced, the distributed evaluation, how many samples its evaluate module
+computed on and (rank 0) a single-process evaluation of the same model on the whole split."""
 
 import json
 import sys
 from pathlib import Path
 
+import evaluate
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
@@ -28,6 +29,19 @@ def recording_shard(dataset, rank, world_size):
 
 
 save_outputs, build_scheduler, schedulers = training.save_outputs, construction.build_scheduler, []
+load_module = evaluate.load
+
+
+def recording_load(*args, **kwargs):
+    module = load_module(*args, **kwargs)
+    compute = module._compute
+
+    def recorded(**inputs):
+        record["evaluated_samples"] = len(inputs["references"])
+        return compute(**inputs)
+
+    module._compute = recorded
+    return module
 
 
 def recording_scheduler(*args, **kwargs):
@@ -56,6 +70,7 @@ def recording_save_outputs(accelerator, model, processor, args, metrics, task):
 
 
 data.shard_for_process = recording_shard
+evaluate.load = recording_load  # the script's evaluation goes through pvt_accuracy
 training.save_outputs = recording_save_outputs
 construction.build_scheduler = recording_scheduler  # called by training.optimizer_and_scheduler
 script.main(

@@ -218,5 +218,7 @@ def eval_targets(examples: list[dict], masks: bool = False) -> list[dict]:
             segmentations = e["objects"]["segmentation"]
             if len(segmentations) != len(target["boxes"]) or None in segmentations:
                 raise ValueError(f"image {e['image_id']}: an object has no segmentation, so mask AP cannot be measured")
-            target["segmentation"] = [segmentation_rle(s, e["image"].height, e["image"].width) for s in segmentations]
+            rles = [segmentation_rle(s, e["image"].height, e["image"].width) for s in segmentations]
+            # text counts: plain data, as the metric and its evaluate module store them
+            target["segmentation"] = [{"size": list(r["size"]), "counts": r["counts"].decode("ascii")} for r in rles]
     return targets

@@ -1,19 +1,20 @@
 """The training loop's pieces, so that the scripts' loops show only what they do: the step plan, the loop's
 bookkeeping (`Progress`: step, epoch, corrupt samples, logging, checkpoints), the backward step, BatchNorm on a
-one-image batch, the batch-mixing generator and the sum of a count over processes."""
+one-image batch, the batch-mixing generator, the sum of a count over processes and the evaluation over processes."""
 
 import contextlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import evaluate
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from .. import lockstep
-from ..metrics import Metric
+from ..evaluate_modules import module_path
 from ..nonfinite import NonFiniteGuard, check_finite_weights
 from ..preemption import Preemption, resume_hint
 from ..run_layout import run_layout
@@ -224,11 +225,15 @@ def sum_over_processes(value: int) -> int:
     return sum(gather_object([value]))
 
 
-def merged_over_processes(metric: Metric) -> Metric:
-    """`metric` holding every process's state (accelerate's `gather_object`; the shards are disjoint, so no sample is
-    counted twice), merged in process order: the same on every process."""
-    states = gather_object([metric.state_dict()])
-    metric.reset()
-    for state in states:
-        metric.merge(state)
-    return metric
+def evaluated_over_processes(name: str, samples: list[dict], config_name: str | None = None, **compute_kwargs) -> dict:
+    """The evaluate module `name` (`pvt_hf.evaluate_modules`) on every process's `samples`, one dict of the module's
+    inputs per sample: gathered with accelerate's `gather_object` (the shards are disjoint, so no sample counts twice),
+    added in process order and computed; the same on every process. The samples are compact summaries (a sample's
+    best class ids, an image's class histograms), because evaluate keeps every input it is given."""
+    module = evaluate.load(module_path(name), config_name, keep_in_memory=True)
+    gathered = gather_object(samples)
+    inputs = {key: [sample[key] for sample in gathered] for key in module._feature_names()}
+    if not gathered:  # nothing to evaluate (e.g. every sample corrupt): evaluate's compute cannot run on no input
+        return module._compute(**inputs, **compute_kwargs)
+    module.add_batch(**inputs)
+    return module.compute(**compute_kwargs)

@@ -1,27 +1,17 @@
-"""Evaluation metrics of the training scripts: top-1/top-5, COCO box AP (pycocotools' COCOeval), ADE20K mIoU.
-
-One protocol for the three (`Metric`), with the surface of `evaluate.EvaluationModule` where it fits: `add_batch(
-predictions=..., references=...)` per batch (`update(predictions, references)` positionally), `compute()` at the
-end, `reset()` between evaluations. They work offline (no `evaluate.load`) and merge across processes through their
-state: `state_dict()` is a picklable summary of what was seen (counts, histograms, annotations) and `merge(other)`
-adds another metric or state into this one, so that every process accumulates its own shard and the scripts gather
-the states with accelerate (`pvt_hf.training.merged_over_processes`) before `compute`.
-"""
+"""COCO box and mask AP / AR with pycocotools' COCOeval, as the papers report them."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-__all__ = ["ClassificationMetric", "CocoDetectionMetric", "Metric", "SegmentationMetric", "results_with_prefix"]
+from .base import Metric, _numpy
 
 COCO_STAT_NAMES = (
     "map",
@@ -37,81 +27,6 @@ COCO_STAT_NAMES = (
     "mar_medium",
     "mar_large",
 )  # the order of COCOeval.stats
-
-
-def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
-    """Tensor (any device) / array / list -> numpy array, so that gathered CPU copies and GPU outputs mix freely."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-class Metric:
-    """The protocol: `update` / `add_batch` per batch, `state_dict` + `merge` across processes, `compute`."""
-
-    def reset(self) -> None:
-        raise NotImplementedError
-
-    def update(self, predictions, references) -> None:
-        raise NotImplementedError
-
-    def add_batch(self, *, predictions, references) -> None:
-        """`evaluate.EvaluationModule.add_batch`'s keywords for `update`."""
-        self.update(predictions, references)
-
-    def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def merge(self, other: Metric | Mapping[str, Any]) -> Metric:
-        raise NotImplementedError
-
-    def compute(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class ClassificationMetric(Metric):
-    """Top-k accuracy over all samples seen (counts, not a mean of batch means, so uneven batches weigh right)."""
-
-    def __init__(self, top_k: Sequence[int] = (1, 5)) -> None:
-        self.top_k = tuple(int(k) for k in top_k)
-        self.reset()
-
-    def reset(self) -> None:
-        self.correct = {k: 0 for k in self.top_k}
-        self.count = 0
-
-    @staticmethod
-    def key(k: int) -> str:
-        return "accuracy" if k == 1 else f"top{k}_accuracy"
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """(N, C) logits and (N,) class ids, or (N, C) soft / one-hot labels (mixup, cutmix) reduced by argmax."""
-        logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
-        if labels.ndim == 2:
-            labels = labels.argmax(-1)
-        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-            shapes = f"{tuple(logits.shape)} and {tuple(labels.shape)}"
-            raise ValueError(f"expected (N, C) logits and (N,) labels, got {shapes}")
-        top = logits.topk(min(max(self.top_k), logits.shape[1]), dim=-1).indices  # k clipped to C: top-k of C < k is 1
-        hits = top == labels.to(top.device, torch.long)[:, None]
-        for k in self.top_k:
-            self.correct[k] += int(hits[:, :k].any(-1).sum())
-        self.count += labels.shape[0]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The hit counts per k and the sample count: sums across processes."""
-        return {"correct": dict(self.correct), "count": self.count}
-
-    def merge(self, other: ClassificationMetric | Mapping[str, Any]) -> ClassificationMetric:
-        state = other.state_dict() if isinstance(other, ClassificationMetric) else other
-        if set(state["correct"]) != set(self.top_k):
-            raise ValueError(f"top-k {sorted(state['correct'])} does not match {list(self.top_k)}")
-        self.correct = {k: self.correct[k] + state["correct"][k] for k in self.top_k}
-        self.count += state["count"]
-        return self
-
-    def compute(self) -> dict[str, float]:
-        return {self.key(k): self.correct[k] / self.count if self.count else math.nan for k in self.top_k}
 
 
 class CocoDetectionMetric(Metric):
@@ -142,8 +57,9 @@ class CocoDetectionMetric(Metric):
     def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]) -> None:
         """predictions[i]: boxes (K, 4) xyxy, scores, labels; targets[i]: boxes (M, 4) xyxy, labels, optional
         iscrowd, area (same pixel scale as the boxes; defaults to the box area), image_id. With "segm":
-        predictions[i]["masks"] (K, H, W) binary at the image's size and targets[i]["segmentation"], per object a
-        COCO RLE (`{"size": [H, W], "counts"}`) of the same image."""
+        predictions[i]["masks"], (K, H, W) binary at the image's size or their K RLEs (`mask_rles`, what the scripts
+        gather), and targets[i]["segmentation"], per object a COCO RLE (`{"size": [H, W], "counts"}`) of the same
+        image."""
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         repeats = 0
@@ -186,8 +102,8 @@ class CocoDetectionMetric(Metric):
                     }
                 )
             if "segm" in self.iou_types:
-                for ann, rle in zip(dt, _encoded_masks(pred["masks"]), strict=True):
-                    ann["segmentation"], ann["mask_area"] = _plain_rle(rle), float(rle.pop("area"))
+                for ann, rle in zip(dt, _predicted_rles(pred["masks"]), strict=True):
+                    ann["segmentation"], ann["mask_area"] = rle, _rle_area(rle)
             self._add_image(original, gt, dt)
         self._warn_repeats(repeats)
 
@@ -282,15 +198,30 @@ class CocoDetectionMetric(Metric):
         return results
 
 
-def _encoded_masks(masks) -> list[dict]:
-    """(K, H, W) binary masks -> K COCO RLEs (pycocotools' encoder) with their "area" (pixel count)."""
+def mask_rles(masks) -> list[dict]:
+    """(K, H, W) binary masks -> K COCO RLEs (pycocotools' encoder) with text counts: a mask AP's whole input of a
+    prediction, compact enough to gather across processes and to store in an evaluate module."""
     from pycocotools import mask as mask_utils
 
     masks = _numpy(masks, np.uint8)
     if masks.ndim != 3:
         raise ValueError(f"predicted masks must be (K, H, W), got shape {masks.shape}")
     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
-    return [{**rle, "area": area} for rle, area in zip(rles, mask_utils.area(rles) if rles else [], strict=True)]
+    return [_plain_rle(rle) for rle in rles]
+
+
+def _predicted_rles(masks) -> list[dict]:
+    """A prediction's masks as plain RLEs: given as RLEs (`mask_rles`), or encoded here from (K, H, W) masks."""
+    if isinstance(masks, (list, tuple)) and all(isinstance(m, Mapping) for m in masks):
+        return [_plain_rle(m) for m in masks]
+    return mask_rles(masks)
+
+
+def _rle_area(rle: Mapping[str, Any]) -> float:
+    """An RLE's pixel count."""
+    from pycocotools import mask as mask_utils
+
+    return float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
 
 
 def _plain_rle(rle: Mapping[str, Any]) -> dict:
@@ -305,88 +236,3 @@ def _plain_rle(rle: Mapping[str, Any]) -> dict:
 def _height_width(size) -> dict:
     """The image entry's height / width, which COCO.annToRLE reads (from a segmentation of that image)."""
     return {} if size is None else {"height": int(size[0]), "width": int(size[1])}
-
-
-class SegmentationMetric(Metric):
-    """mIoU / mAcc / aAcc as mmsegmentation computes them for ADE20K, from per-class pixel histograms.
-
-    Per class: IoU = intersection / union (NaN only when the class is in neither labels nor predictions; a class
-    predicted but absent from the labels scores 0), Acc = intersection / label area (NaN when absent from the labels);
-    means are nanmeans, aAcc = sum(intersection) / sum(label area). Labels must already be reduced (ADE20K's
-    0 = "other" -> ignore_index, as the segmentation image processor's `do_reduce_labels` does).
-    Pixels whose label is ignore_index are skipped; prediction or label ids outside [0, num_labels) count in no bin.
-    """
-
-    KEYS = ("area_intersect", "area_union", "area_pred", "area_label")
-
-    def __init__(self, num_labels: int, ignore_index: int = 255) -> None:
-        self.num_labels, self.ignore_index = int(num_labels), int(ignore_index)
-        self.reset()
-
-    def reset(self) -> None:
-        for key in self.KEYS:
-            setattr(self, key, torch.zeros(self.num_labels, dtype=torch.int64))
-
-    def _bincount(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[(x >= 0) & (x < self.num_labels)]
-        return torch.bincount(x, minlength=self.num_labels)
-
-    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        """(N, H, W) (or (H, W)) predicted and true class ids; histograms stay on the inputs' device until compute."""
-        predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
-        if predictions.shape != labels.shape:
-            raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
-        labels = labels.to(predictions.device, torch.int64)
-        mask = labels != self.ignore_index
-        pred, label = predictions.to(torch.int64)[mask], labels[mask]
-        intersect = self._bincount(pred[pred == label])
-        area_pred, area_label = self._bincount(pred), self._bincount(label)
-        for key, value in zip(
-            self.KEYS, (intersect, area_pred + area_label - intersect, area_pred, area_label), strict=True
-        ):
-            setattr(self, key, getattr(self, key).to(value.device) + value)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The four (num_labels,) int64 histograms: sum them across processes (e.g. `accelerator.reduce(t, "sum")`)."""
-        return {key: getattr(self, key) for key in self.KEYS}
-
-    def merge(self, other: SegmentationMetric | Mapping[str, torch.Tensor]) -> SegmentationMetric:
-        """Add another accumulator's histograms (a metric or its `state_dict`) to this one, in place."""
-        state = other.state_dict() if isinstance(other, SegmentationMetric) else other
-        for key in self.KEYS:
-            mine = getattr(self, key)
-            if state[key].shape != mine.shape:
-                raise ValueError(f"{key}: shape {tuple(state[key].shape)} does not match {tuple(mine.shape)}")
-            setattr(self, key, mine + torch.as_tensor(state[key]).to(mine.device, torch.int64))
-        return self
-
-    def compute(self) -> dict[str, Any]:
-        intersect, union, _, label = (getattr(self, key).cpu().double().numpy() for key in self.KEYS)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou, acc = intersect / union, intersect / label
-            overall = intersect.sum() / label.sum()
-        with warnings.catch_warnings():  # nanmean of all-NaN (nothing evaluated) is NaN, without a RuntimeWarning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean_iou, mean_acc = float(np.nanmean(iou)), float(np.nanmean(acc))
-        return {
-            "mean_iou": mean_iou,
-            "mean_accuracy": mean_acc,
-            "overall_accuracy": float(overall),
-            "per_category_iou": iou.tolist(),
-            "per_category_accuracy": acc.tolist(),
-        }
-
-
-def results_with_prefix(metrics: Mapping[str, Any], prefix: str = "eval_") -> dict[str, float]:
-    """`compute()` output -> the flat scalar keys transformers' examples write to all_results.json (eval_accuracy,
-    eval_map_50, eval_mean_iou, ...). Lists and other non-scalars (per_category_iou / _accuracy) are dropped: they
-    are per-class detail, not results; keys that already carry the prefix keep it once."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, (int, float)):
-            out[key if key.startswith(prefix) else prefix + key] = float(value)
-    return out
