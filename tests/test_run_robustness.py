@@ -28,6 +28,7 @@ from test_pipeline import collate as pipeline_collate
 from test_pipeline import image_dataset
 from test_pipeline import item as pipeline_item
 from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
+from tiny_heads import mask2former_model, segmentation_model
 
 from pvt_hf import PvtForImageClassification, data, training
 from pvt_hf.data.classification import classification_eval_processor
@@ -140,6 +141,65 @@ def test_detection_categories_outside_the_class_range_are_named():
     rows = datasets.Dataset.from_dict({"image": [png(1)], "image_id": [1], "objects": [objects]})
     with pytest.raises(ValueError, match=r"sample-1\.png: label 3 is outside the class range 0\.\.2"):
         list(data.SkipCorrupt(rows.cast_column("image", datasets.Image(decode=False)), "detection", num_labels=3))
+
+
+def segmentation_sample(n: int, top: int) -> dict:
+    """An image and its label map: classes 0..2 and the ignore value 255 in three corners, `top` in the fourth."""
+    values = np.zeros((36, 36), dtype=np.uint8)
+    values[:18, :18], values[:18, 18:], values[18:, :18], values[18:, 18:] = 1, 2, 255, top
+    files = {}
+    for key, array in (("image", np.full((36, 36, 3), 20 * n, dtype=np.uint8)), ("annotation", values)):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        files[key] = {"bytes": buffer.getvalue(), "path": f"{key}-{n}.png"}
+    return files
+
+
+def segmentation_rows(tops: list[int]) -> datasets.Dataset:
+    samples = [segmentation_sample(n, top) for n, top in enumerate(tops)]
+    rows = datasets.Dataset.from_dict({key: [s[key] for s in samples] for key in ("image", "annotation")})
+    return rows.cast_column("image", datasets.Image(decode=False)).cast_column(
+        "annotation", datasets.Image(decode=False)
+    )
+
+
+def test_a_label_map_value_outside_the_class_range_is_named():
+    """ADE20K's convention for a dataset of 2 classes: 0 ("other"), 1..2 and the ignore value pass, 3 does not."""
+    good = data.SkipCorrupt(segmentation_rows([0, 2]), "segmentation", num_labels=2, ignore_index=255)
+    assert len(list(good)) == 2 and good.skipped == 0
+    bad = data.SkipCorrupt(segmentation_rows([0, 3]), "segmentation", num_labels=2, ignore_index=255)
+    with pytest.raises(ValueError, match=r"image-1\.png: label 3 is outside the class range 0\.\.2 .*255 ignored"):
+        list(bad)
+    with pytest.raises(ValueError, match=r"image-0\.png: label 255 is outside the class range 0\.\.2"):
+        list(data.SkipCorrupt(segmentation_rows([0]), "segmentation", num_labels=2))  # no ignore value: 255 too
+
+
+@pytest.mark.parametrize("head, streaming", [("semantic_fpn", False), ("semantic_fpn", True), ("mask2former", False)])
+def test_a_label_map_outside_the_class_range_stops_before_any_step_uses_it(tmp_path, monkeypatch, head, streaming):
+    """Semantic FPN's and Mask2Former's paths of the segmentation script, streamed or not: one bad map of 4 in the
+    only batch, whose crop may not even show it."""
+    id2label = {0: "a", 1: "b"}
+    model = mask2former_model(num_labels=2) if head == "mask2former" else segmentation_model(head, num_labels=2)
+    model.config.id2label = id2label
+    model.save_pretrained(tmp_path / "tiny")
+    train = segmentation_rows([1, 2, 200, 0])
+    serve_splits(monkeypatch, train.to_iterable_dataset() if streaming else train, 4, train.select(range(2)), 2)
+    steps = []
+    backward_step = training.backward_step
+    monkeypatch.setattr(training, "backward_step", lambda *a: steps.append(a[-2]) or backward_step(*a))
+    args = [
+        "--dataset_name",
+        "x",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--model_name_or_path",
+        str(tmp_path / "tiny"),
+    ]
+    args += ["--image_size", "32", "--per_device_train_batch_size", "4", "--num_train_epochs", "1"]
+    args += ["--shuffle_buffer_size", "1", "--streaming" if streaming else "--no-streaming"]
+    with pytest.raises(ValueError, match=r"image-2\.png: label 200 is outside the class range 0\.\.2 of the label"):
+        load_script("run_semantic_segmentation.py").main(args)
+    assert not steps
 
 
 # -------------------------------------------------------------------------------------------- failing writes
