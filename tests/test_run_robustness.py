@@ -303,19 +303,35 @@ def test_sigterm_checkpoints_the_current_step_and_latest_resumes_exactly(tmp_pat
 # ------------------------------------------------------------------------------------ uneven processes (DDP)
 
 
-@pytest.mark.slow
-def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    command += [str(ROOT / "tests" / "helpers" / "uneven_shards.py"), str(tmp_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env={**env, "ACCELERATE_USE_CPU": "true"}, stderr=subprocess.PIPE)
+def two_processes(helper: str, out: Path, *args: str, port: int) -> subprocess.Popen:
+    """`tests/helpers/<helper>` in two gloo processes under torchrun, in a session of its own (as a cluster's job)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    command += [str(ROOT / "tests" / "helpers" / helper), str(out), *args]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def finished(process: subprocess.Popen, timeout: int = 300) -> str:
+    """The processes' stderr once torchrun has ended (failing the test if they hang)."""
     try:
-        _, stderr = process.communicate(timeout=180)
+        return process.communicate(timeout=timeout)[1].decode()
     except subprocess.TimeoutExpired:
         process.terminate()  # torchrun ends its workers (they run in sessions of their own)
         process.communicate(timeout=60)
         pytest.fail("the two processes waited on each other")
-    assert process.returncode == 0, stderr.decode()[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(tmp_path):
+    process = two_processes("uneven_shards.py", tmp_path, port=29541)
+    stderr = finished(process, timeout=180)
+    assert process.returncode == 0, stderr[-4000:]
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
     # 8 steps per epoch planned; each epoch ends when rank 1 runs out after 4: two epochs of 4 steps
     assert [r["steps"] for r in records] == [8, 8] and [r["skipped"] for r in records] == [8, 8]
@@ -323,6 +339,35 @@ def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(t
     params = [torch.load(tmp_path / f"params-{r}.pt") for r in (0, 1)]
     for name, tensor in params[0].items():
         assert torch.equal(tensor, params[1][name]), name
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_checkpoints_once_and_latest_resumes_exactly(tmp_path):
+    """A cluster's preemption: SIGTERM to the launcher and to each process. Both finish the step, agree on it, write
+    one checkpoint together and exit non-zero saying how to resume; resuming ends as the uninterrupted run."""
+    reference, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
+    for folder in (reference, stopped):
+        folder.mkdir()
+    process = two_processes("preempted_processes.py", reference, port=29542)
+    stderr = finished(process)
+    assert process.returncode == 0, stderr[-4000:]
+    process = two_processes("preempted_processes.py", stopped, port=29543)
+    wait_for_checkpoint(process, stopped / "run" / "checkpoint-3")
+    for pid in [process.pid, *(int((stopped / f"pid-{rank}").read_text()) for rank in (0, 1))]:
+        os.kill(pid, signal.SIGTERM)
+    stderr = finished(process)
+    run = stopped / "run"
+    step = json.loads((training.latest_checkpoint(run) / training.STATE_FILE).read_text())["step"]
+    assert process.returncode != 0 and 3 <= step < 10 and not (run / "model.safetensors").exists(), stderr[-4000:]
+    assert stderr.count(f"SIGTERM received: stopped after training step {step} ") == 2  # both processes
+    assert stderr.count("--resume_from_checkpoint latest") == 2
+    assert {p.name for p in run.glob("checkpoint-*")} == {"checkpoint-3", f"checkpoint-{step}"}  # no .partial
+    saved = {p.name for p in (run / f"checkpoint-{step}").iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl", "dataloader_state_0.pt", "dataloader_state_1.pt"} <= saved
+    process = two_processes("preempted_processes.py", stopped, "--resume_from_checkpoint", "latest", port=29544)
+    stderr = finished(process)
+    assert process.returncode == 0, stderr[-4000:]
+    assert_same_weights(run, reference / "run")
 
 
 # ---------------------------------------------------------------------------------------- streamed resumption

@@ -235,6 +235,9 @@ def train_loader(
             num_workers=args.dataloader_num_workers,
             collate_fn=SkippingCollate(collate),
             persistent_workers=False,
+            # its own generator: each iterator draws its workers' base seed, and a draw from the global one would
+            # shift a resumed run's random stream (stochastic depth) against the run it continues
+            generator=torch.Generator().manual_seed(args.seed + epoch),
         )
 
 
