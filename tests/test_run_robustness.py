@@ -174,10 +174,12 @@ def test_a_label_map_value_outside_the_class_range_is_named():
         list(data.SkipCorrupt(segmentation_rows([0]), "segmentation", num_labels=2))  # no ignore value: 255 too
 
 
-@pytest.mark.parametrize("head, streaming", [("semantic_fpn", False), ("semantic_fpn", True), ("mask2former", False)])
+@pytest.mark.parametrize(
+    "head, streaming", [("semantic_fpn", False), ("semantic_fpn", True), ("upernet", False), ("mask2former", True)]
+)
 def test_a_label_map_outside_the_class_range_stops_before_any_step_uses_it(tmp_path, monkeypatch, head, streaming):
-    """Semantic FPN's and Mask2Former's paths of the segmentation script, streamed or not: one bad map of 4 in the
-    only batch, whose crop may not even show it."""
+    """Semantic FPN's, UperNet's and Mask2Former's paths of the segmentation script, streamed or not: one bad map
+    of 4 in the only batch, whose crop may not even show it."""
     id2label = {0: "a", 1: "b"}
     model = mask2former_model(num_labels=2) if head == "mask2former" else segmentation_model(head, num_labels=2)
     model.config.id2label = id2label
