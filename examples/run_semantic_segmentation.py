@@ -157,7 +157,11 @@ def main(argv=None):
     progress = training.Progress(accelerator, args, plan, "pvt_semantic_segmentation")
     batch_of = Mask2FormerCollate(processor) if mask2former else collate
     for epoch in progress.epochs(model):
-        for batch in progress.batches(data.train_loader(train_set, args, epoch, TASK, transform, batch_of, world)):
+        # label maps outside 0 ("other") .. the dataset's classes (or the ignore value) stop the run in the workers
+        loader = data.train_loader(
+            train_set, args, epoch, TASK, transform, batch_of, world, len(splits.id2label), ignore
+        )
+        for batch in progress.batches(loader):
             one_image = training.batch_norm_on_running_stats_for_one_sample(model, len(batch["pixel_values"]))
             with accelerator.accumulate(model), one_image:
                 loss = loss_of(model, batch, accelerator.device)

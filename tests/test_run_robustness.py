@@ -28,6 +28,7 @@ from test_pipeline import collate as pipeline_collate
 from test_pipeline import image_dataset
 from test_pipeline import item as pipeline_item
 from test_training import TINY_RUN, load_script, make_checkpoint, run_script, serve_splits, write_image_folder
+from tiny_heads import mask2former_model, segmentation_model
 
 from pvt_hf import PvtForImageClassification, data, training
 from pvt_hf.data.classification import classification_eval_processor
@@ -142,6 +143,67 @@ def test_detection_categories_outside_the_class_range_are_named():
         list(data.SkipCorrupt(rows.cast_column("image", datasets.Image(decode=False)), "detection", num_labels=3))
 
 
+def segmentation_sample(n: int, top: int) -> dict:
+    """An image and its label map: classes 0..2 and the ignore value 255 in three corners, `top` in the fourth."""
+    values = np.zeros((36, 36), dtype=np.uint8)
+    values[:18, :18], values[:18, 18:], values[18:, :18], values[18:, 18:] = 1, 2, 255, top
+    files = {}
+    for key, array in (("image", np.full((36, 36, 3), 20 * n, dtype=np.uint8)), ("annotation", values)):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        files[key] = {"bytes": buffer.getvalue(), "path": f"{key}-{n}.png"}
+    return files
+
+
+def segmentation_rows(tops: list[int]) -> datasets.Dataset:
+    samples = [segmentation_sample(n, top) for n, top in enumerate(tops)]
+    rows = datasets.Dataset.from_dict({key: [s[key] for s in samples] for key in ("image", "annotation")})
+    return rows.cast_column("image", datasets.Image(decode=False)).cast_column(
+        "annotation", datasets.Image(decode=False)
+    )
+
+
+def test_a_label_map_value_outside_the_class_range_is_named():
+    """ADE20K's convention for a dataset of 2 classes: 0 ("other"), 1..2 and the ignore value pass, 3 does not."""
+    good = data.SkipCorrupt(segmentation_rows([0, 2]), "segmentation", num_labels=2, ignore_index=255)
+    assert len(list(good)) == 2 and good.skipped == 0
+    bad = data.SkipCorrupt(segmentation_rows([0, 3]), "segmentation", num_labels=2, ignore_index=255)
+    with pytest.raises(ValueError, match=r"image-1\.png: label 3 is outside the class range 0\.\.2 .*255 ignored"):
+        list(bad)
+    with pytest.raises(ValueError, match=r"image-0\.png: label 255 is outside the class range 0\.\.2"):
+        list(data.SkipCorrupt(segmentation_rows([0]), "segmentation", num_labels=2))  # no ignore value: 255 too
+
+
+@pytest.mark.parametrize(
+    "head, streaming", [("semantic_fpn", False), ("semantic_fpn", True), ("upernet", False), ("mask2former", True)]
+)
+def test_a_label_map_outside_the_class_range_stops_before_any_step_uses_it(tmp_path, monkeypatch, head, streaming):
+    """Semantic FPN's, UperNet's and Mask2Former's paths of the segmentation script, streamed or not: one bad map
+    of 4 in the only batch, whose crop may not even show it."""
+    id2label = {0: "a", 1: "b"}
+    model = mask2former_model(num_labels=2) if head == "mask2former" else segmentation_model(head, num_labels=2)
+    model.config.id2label = id2label
+    model.save_pretrained(tmp_path / "tiny")
+    train = segmentation_rows([1, 2, 200, 0])
+    serve_splits(monkeypatch, train.to_iterable_dataset() if streaming else train, 4, train.select(range(2)), 2)
+    steps = []
+    backward_step = training.backward_step
+    monkeypatch.setattr(training, "backward_step", lambda *a: steps.append(a[-2]) or backward_step(*a))
+    args = [
+        "--dataset_name",
+        "x",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--model_name_or_path",
+        str(tmp_path / "tiny"),
+    ]
+    args += ["--image_size", "32", "--per_device_train_batch_size", "4", "--num_train_epochs", "1"]
+    args += ["--shuffle_buffer_size", "1", "--streaming" if streaming else "--no-streaming"]
+    with pytest.raises(ValueError, match=r"image-2\.png: label 200 is outside the class range 0\.\.2 of the label"):
+        load_script("run_semantic_segmentation.py").main(args)
+    assert not steps
+
+
 # -------------------------------------------------------------------------------------------- failing writes
 
 
@@ -243,19 +305,35 @@ def test_sigterm_checkpoints_the_current_step_and_latest_resumes_exactly(tmp_pat
 # ------------------------------------------------------------------------------------ uneven processes (DDP)
 
 
-@pytest.mark.slow
-def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    command += [str(ROOT / "tests" / "helpers" / "uneven_shards.py"), str(tmp_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env={**env, "ACCELERATE_USE_CPU": "true"}, stderr=subprocess.PIPE)
+def two_processes(helper: str, out: Path, *args: str, port: int) -> subprocess.Popen:
+    """`tests/helpers/<helper>` in two gloo processes under torchrun, in a session of its own (as a cluster's job)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    command += [str(ROOT / "tests" / "helpers" / helper), str(out), *args]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def finished(process: subprocess.Popen, timeout: int = 300) -> str:
+    """The processes' stderr once torchrun has ended (failing the test if they hang)."""
     try:
-        _, stderr = process.communicate(timeout=180)
+        return process.communicate(timeout=timeout)[1].decode()
     except subprocess.TimeoutExpired:
         process.terminate()  # torchrun ends its workers (they run in sessions of their own)
         process.communicate(timeout=60)
         pytest.fail("the two processes waited on each other")
-    assert process.returncode == 0, stderr.decode()[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(tmp_path):
+    process = two_processes("uneven_shards.py", tmp_path, port=29541)
+    stderr = finished(process, timeout=180)
+    assert process.returncode == 0, stderr[-4000:]
     records = [json.loads((tmp_path / f"record-{r}.json").read_text()) for r in (0, 1)]
     # 8 steps per epoch planned; each epoch ends when rank 1 runs out after 4: two epochs of 4 steps
     assert [r["steps"] for r in records] == [8, 8] and [r["skipped"] for r in records] == [8, 8]
@@ -263,6 +341,35 @@ def test_two_processes_end_the_epoch_together_when_one_shard_is_partly_corrupt(t
     params = [torch.load(tmp_path / f"params-{r}.pt") for r in (0, 1)]
     for name, tensor in params[0].items():
         assert torch.equal(tensor, params[1][name]), name
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_checkpoints_once_and_latest_resumes_exactly(tmp_path):
+    """A cluster's preemption: SIGTERM to the launcher and to each process. Both finish the step, agree on it, write
+    one checkpoint together and exit non-zero saying how to resume; resuming ends as the uninterrupted run."""
+    reference, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
+    for folder in (reference, stopped):
+        folder.mkdir()
+    process = two_processes("preempted_processes.py", reference, port=29542)
+    stderr = finished(process)
+    assert process.returncode == 0, stderr[-4000:]
+    process = two_processes("preempted_processes.py", stopped, port=29543)
+    wait_for_checkpoint(process, stopped / "run" / "checkpoint-3")
+    for pid in [process.pid, *(int((stopped / f"pid-{rank}").read_text()) for rank in (0, 1))]:
+        os.kill(pid, signal.SIGTERM)
+    stderr = finished(process)
+    run = stopped / "run"
+    step = json.loads((training.latest_checkpoint(run) / training.STATE_FILE).read_text())["step"]
+    assert process.returncode != 0 and 3 <= step < 10 and not (run / "model.safetensors").exists(), stderr[-4000:]
+    assert stderr.count(f"SIGTERM received: stopped after training step {step} ") == 2  # both processes
+    assert stderr.count("--resume_from_checkpoint latest") == 2
+    assert {p.name for p in run.glob("checkpoint-*")} == {"checkpoint-3", f"checkpoint-{step}"}  # no .partial
+    saved = {p.name for p in (run / f"checkpoint-{step}").iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl", "dataloader_state_0.pt", "dataloader_state_1.pt"} <= saved
+    process = two_processes("preempted_processes.py", stopped, "--resume_from_checkpoint", "latest", port=29544)
+    stderr = finished(process)
+    assert process.returncode == 0, stderr[-4000:]
+    assert_same_weights(run, reference / "run")
 
 
 # ---------------------------------------------------------------------------------------- streamed resumption

@@ -2,19 +2,30 @@
 uses them, naming the label, the sample and the range: otherwise they fail far from their cause (mixing's one-hot,
 a loss) or, worse, train silently on the wrong class."""
 
+import numpy as np
+
 
 class LabelOutOfRangeError(ValueError):
-    """A sample's class label outside 0 .. num_labels - 1."""
+    """A sample's class label outside the dataset's class range."""
 
 
-def check_label_range(example: dict, task: str, num_labels: int, sample: str) -> None:
-    """Raise when the decoded `example`'s classification label or detection categories fall outside the range."""
-    if task == "segmentation":  # label maps are checked against the head (ignore index, reduced labels)
-        return
-    labels = [example["label"]] if task == "classification" else example["objects"]["category"]
-    outside = [label for label in labels if not 0 <= label < num_labels]
+def check_label_range(example: dict, task: str, num_labels: int, sample: str, ignore_index: int | None = None) -> None:
+    """Raise when the decoded `example`'s labels fall outside the range of the dataset's `num_labels` classes:
+    classification labels and detection categories 0 .. num_labels - 1; segmentation label maps in ADE20K's
+    convention, 0 ("other") and 1 .. num_labels (what `do_reduce_labels` maps to 0 .. num_labels - 1, or keeps with
+    "other" as class 0), plus `ignore_index`, the value the loss ignores. The whole map is checked (one `np.unique`),
+    not the crop a step sees, so a bad map stops the run whatever its augmentation."""
+    if task == "segmentation":
+        values = np.unique(np.asarray(example["annotation"]))
+        outside = [int(value) for value in values if value > num_labels and value != ignore_index]
+        ignored = f", {ignore_index} ignored" if ignore_index is not None else ""
+        valid = f'0..{num_labels} of the label maps (0 = "other", 1..{num_labels} the dataset\'s classes{ignored})'
+    else:
+        labels = [example["label"]] if task == "classification" else example["objects"]["category"]
+        outside = [label for label in labels if not 0 <= label < num_labels]
+        valid = f"0..{num_labels - 1} of the dataset's {num_labels} classes"
     if outside:
         raise LabelOutOfRangeError(
-            f"sample {sample}: label {outside[0]} is outside the class range 0..{num_labels - 1} of the dataset's "
-            f"{num_labels} classes. Check the dataset's labels and its class names (--label_names)."
+            f"sample {sample}: label {outside[0]} is outside the class range {valid}. Check the dataset's labels and "
+            "its class names (--label_names)."
         )

@@ -1,6 +1,8 @@
 """Preemption: clusters stop jobs with SIGTERM (and people with Ctrl-C, SIGINT) and a grace period. While training,
 either signal only asks the run to stop: the current step finishes, the loop writes a checkpoint and exits with a
-message saying how to resume (`pvt_hf.training.Progress`). A second SIGINT interrupts at once."""
+message saying how to resume (`pvt_hf.training.Progress`); in a distributed run the processes agree on that step
+(`pvt_hf.lockstep.any_process`), so one signal reaching any of them stops all of them after the same step, with one
+checkpoint. A second SIGINT interrupts at once."""
 
 import signal
 import threading

@@ -3,47 +3,20 @@ with DDP on 16 training images of which the last 4, all in rank 1's shard, are c
 has 4 batches per epoch, rank 0 has 8; a checkpoint at each epoch's end. Records, per rank, the training steps taken
 and the final parameters."""
 
-import io
 import json
 import sys
 from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
 import run_image_classification as script  # noqa: E402
+import served_splits  # noqa: E402
 
-from pvt_hf import data, training  # noqa: E402
+from pvt_hf import training  # noqa: E402
 
 out = Path(sys.argv[1])
-
-
-def image(n: int) -> dict:
-    if n >= 12:
-        return {"bytes": b"not an image", "path": f"corrupt-{n}.png"}
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((32, 32, 3), 15 * n, dtype=np.uint8)).save(buffer, format="PNG")
-    return {"bytes": buffer.getvalue(), "path": f"{n}.png"}
-
-
-def split(count: int) -> datasets.Dataset:
-    rows = {"image": [image(n) for n in range(count)], "label": [n % 2 for n in range(count)]}
-    return datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image(decode=False))
-
-
-splits = data.TaskSplits(
-    train=split(16),  # contiguous halves per process: rank 1 holds images 8..15
-    eval=split(4),
-    id2label={0: "a", 1: "b"},
-    train_size=16,
-    eval_size=4,
-    train_split="train",
-    eval_split="validation",
-)
-data.load_splits = lambda *args, **kwargs: splits
+served_splits.serve(16, 4, corrupt_from=12)  # contiguous halves per process: rank 1 holds images 8..15
 record = {"steps": 0}
 backward_step, save_outputs = training.backward_step, training.save_outputs
 

@@ -107,11 +107,12 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
         seed: int = 0,
         epoch: int = 0,
         num_labels=None,
+        ignore_index=None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.examples, self.task, self.max_warnings, self.num_labels = examples, task, max_warnings, num_labels
-        self.transform, self.seed, self.epoch = transform, seed, epoch
+        self.transform, self.seed, self.epoch, self.ignore_index = transform, seed, epoch, ignore_index
         self.skipped = 0
 
     def __iter__(self):
@@ -120,7 +121,7 @@ class SkipCorrupt(torch.utils.data.IterableDataset):
             try:
                 item = decode_example(example, self.task)
                 if self.num_labels:
-                    check_label_range(item, self.task, self.num_labels, _where(example))
+                    check_label_range(item, self.task, self.num_labels, _where(example), self.ignore_index)
                 if self.transform is not None:
                     key = _sample_key(example)
                     item = self.transform(item, random.Random(f"{self.seed}/{self.epoch}/{key}"))
@@ -202,10 +203,13 @@ def _where(example) -> str:
 # ------------------------------------------------------------------------------------------------- loaders
 
 
-def train_loader(train_set, args, epoch: int, task: str, transform, collate, num_processes: int, num_labels=None):
+def train_loader(
+    train_set, args, epoch: int, task: str, transform, collate, num_processes: int, num_labels=None, ignore_index=None
+):
     """This epoch's loader of this process's shard: shuffled with seed + epoch, decoded, validated and augmented in
-    `--dataloader_num_workers` workers (corrupt samples skipped and counted; a label outside `num_labels` classes
-    stops the run), collated with `collate`.
+    `--dataloader_num_workers` workers (corrupt samples skipped and counted; a label outside the range of the
+    dataset's `num_labels` classes stops the run: `pvt_hf.label_range`, where a label map may also hold the loss's
+    `ignore_index`), collated with `collate`.
 
     torchdata's `StatefulDataLoader`: its `state_dict` (the stream's position per worker) is saved with each
     checkpoint, so a resumed run seeks to where it stopped instead of reading the consumed batches again."""
@@ -218,7 +222,9 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
         num_shards=max(1, args.dataloader_num_workers) * 8,
     )
     stream = exactly_resumable(stream, isinstance(train_set, IterableDataset) and args.shuffle_buffer_size > 1)
-    examples = SkipCorrupt(stream, task, transform=transform, seed=args.seed, epoch=epoch, num_labels=num_labels)
+    examples = SkipCorrupt(
+        stream, task, transform=transform, seed=args.seed, epoch=epoch, num_labels=num_labels, ignore_index=ignore_index
+    )
     with warnings.catch_warnings():
         # torchdata 0.11's constructor calls a torch API that torch 2.13 deprecates (once per loader, i.e. per epoch):
         # not the user's concern; silenced here only
@@ -229,6 +235,9 @@ def train_loader(train_set, args, epoch: int, task: str, transform, collate, num
             num_workers=args.dataloader_num_workers,
             collate_fn=SkippingCollate(collate),
             persistent_workers=False,
+            # its own generator: each iterator draws its workers' base seed, and a draw from the global one would
+            # shift a resumed run's random stream (stochastic depth) against the run it continues
+            generator=torch.Generator().manual_seed(args.seed + epoch),
         )
 
 
