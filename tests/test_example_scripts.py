@@ -2,7 +2,7 @@
 folders, made in a process without pvt_hf, so the folders' remote code answers them: the detection scripts' square
 canvas (`size={"max_height", "max_width"}`, `pad_size`, `use_fast`) gives what transformers' own DETR and Deformable
 DETR processors give, the segmentation script gets a `height`/`width` size and its `do_reduce_labels`, the
-classification script a new head for its labels. README "Using pvt_hf with transformers' Trainer and example scripts"
+classification scripts a new head for their labels. README "Using pvt_hf with transformers' Trainer and example scripts"
 lists the script runs themselves."""
 
 import numpy as np
