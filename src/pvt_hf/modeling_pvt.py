@@ -96,9 +96,9 @@ class PvtAttention(nn.Module):
 
     # On CPU, attention over at most this many keys runs as matmul -> softmax -> matmul instead of SDPA's fused
     # (flash) kernel, whose tiling is made for long key sequences: over PVT's 49 keys (every stage at 224x224, linear
-    # SRA at any size) the plain ops' forward + backward took 111 ms instead of SDPA's 260 ms in a bf16 autocast
-    # training step of pvt-v2-b2 at 8x224 (1 thread; README, Performance). Their scores matrix (queries x keys) is
-    # then at most this many columns wide, no wider than the tokens themselves.
+    # SRA at any size) they took 0.10 s of a bf16 autocast training step of pvt-v2-b2 at 8x224 where SDPA took 0.28 s
+    # (`python -m benchmarks --profile`; README, Performance). Their scores matrix (queries x keys) is then at most
+    # this many columns wide, no wider than the tokens themselves.
     matmul_max_keys = 64
 
     def __init__(self, config: PvtConfig, stage: int):
