@@ -91,11 +91,18 @@ def test_few_keys_take_matmul_attention_with_sdpa_s_outputs_and_gradients(family
     torch.manual_seed(0)
     model = PvtForImageClassification(tiny_config(family, drop_path_rate=0.0)).double().train()
     pixels, labels = torch.randn(2, 3, 96, 128, dtype=torch.float64), torch.tensor([1, 2])
-    matmul = _gradients(model, pixels, labels)
+    outputs = []
+
+    def forward(x):
+        outputs.append(model(x))
+        return outputs[-1]
+
+    matmul = _gradients(model, pixels, labels, forward)
     assert calls == []  # 96x128: at most 12 keys in every stage (7x7 = 49 for linear SRA)
     monkeypatch.setattr(PvtAttention, "matmul_max_keys", 0)
-    fused = _gradients(model, pixels, labels)
+    fused = _gradients(model, pixels, labels, forward)
     assert len(calls) == sum(model.config.depths)
+    torch.testing.assert_close(outputs[0].logits, outputs[1].logits, rtol=1e-10, atol=1e-12)
     for name, grad in matmul.items():
         torch.testing.assert_close(grad, fused[name], rtol=1e-10, atol=1e-12, msg=name)
 
