@@ -31,6 +31,7 @@ from .common import (
     parse_shape,
     task_for,
 )
+from .profiling import markdown_table, profile_in_alternation
 from .timing import matmul_peak_gmacs
 from .worker import RESULT_PREFIX, failure, interleave, safe_measure
 
@@ -70,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "machine other work shares, 1 avoids threads waiting on a busy core",
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK}")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: torch.profiler self time per kind of op (matmul, attention, conv, casts, ...) of one "
+        "step per round and implementation, in alternation (benchmarks.profiling), into results.{json,md}",
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
@@ -122,7 +129,7 @@ def run(args) -> dict:
 
 
 def _run(args) -> dict:
-    results, checks = [], []
+    results, checks, profiles = [], [], []
     machine = machine_info(args.device)
     # before the measurements, on an idle process
     peaks = {name: matmul_peak_gmacs(dtype, args.device) for name, dtype in DTYPES.items()}
@@ -144,6 +151,10 @@ def _run(args) -> dict:
                         common = dict(preset=preset, task=task, mode=mode, batch=batch, height=height, width=width)
                         common |= {k: getattr(args, k) for k in RUN_OPTIONS} | {"weights": str(weights_path)}
                         specs = [{**common, "impl": impl, "dtype": dtype} for impl in impls]
+                        if args.profile:
+                            profiles.append(profile_in_alternation(specs, args.rounds))
+                            print("\n".join(markdown_table(profiles[-1])), flush=True)
+                            continue
                         for result in measure_in_alternation(specs, args):
                             results.append({"shape": shape, **result})
                             results[-1]["peak_fraction"] = result.get("step_gmacs_per_s", 0) / peaks[dtype]
@@ -156,6 +167,7 @@ def _run(args) -> dict:
         "checks": checks,
         "results": results,
         "ratios": ratios(results),
+        "profiles": profiles,
     }
 
 
@@ -243,7 +255,8 @@ def markdown(report: dict) -> str:
                 "state); step MB: above what is held between steps (CPU: resident set, one process per "
                 "measurement).",
                 "",
-                *_results_table(report),
+                *(_results_table(report) if report["results"] else []),
+                *[line for profile in report["profiles"] for line in ["", *markdown_table(profile)]],
                 "",
                 "Output checks (pvt_hf vs reference, same weights, one image at the benchmark size, float32):",
                 "",

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +80,27 @@ def test_mlp_chunking_benchmark_times_training_steps(capsys):
     mlp_chunking.main(["--preset", "pvt-v2-b0", "--shape", "1x224x224", "--repeats", "1", "--rounds", "1", "--train"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[4:6] for line in lines] == [["pvt_hf", "train"], ["transformers", "train"]]
+
+
+def test_profile_mode_splits_each_implementation_s_step_into_op_categories(tmp_path):
+    """`--profile`: per implementation, the self time of one profiled step per round, summed per kind of op."""
+    from benchmarks import profiling
+
+    argv = ["--quick", "--profile", "--modes", "train", "--dtypes", "bf16", "--threads", "1", "--output", str(tmp_path)]
+    assert harness.main(argv) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["results"] == [] and len(report["profiles"]) == 1
+    profiled = {p["impl"]: p for p in report["profiles"][0]}
+    assert set(profiled) == {"pvt_hf", "transformers", "timm"}
+    for impl, p in profiled.items():
+        seconds = p["categories_s"]
+        assert list(seconds) == profiling.ORDER and len(p["round_cpu_s"]) == 2
+        # every step multiplies matrices, attends, convolves, normalises, casts (bf16) and runs AdamW
+        for category in (*profiling.ORDER[:4], profiling.CASTS, profiling.OPTIMIZER):
+            assert seconds[category] > 0, (impl, category)
+        # every op falls in one category (over 2 rounds a median is the mean: the medians add up)
+        assert sum(seconds.values()) == pytest.approx(p["profiled_s"], rel=1e-9)
+    assert (
+        "| pvt-v2-b0 2x64x64 train bf16: self time, s | pvt_hf | transformers | timm |"
+        in (tmp_path / "results.md").read_text()
+    )

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config, transformers_reference
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, conversion
-from pvt_hf.modeling_pvt import PvtMlp, tokens_to_map
+from pvt_hf.modeling_pvt import PvtAttention, PvtMlp, tokens_to_map
 
 
 @pytest.mark.slow
@@ -75,6 +75,36 @@ def test_training_gradients_match_transformers(family):
     for name, grad in actual.items():
         torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
     assert max(g.abs().max() for g in actual.values()) > 1e-3  # a meaningful comparison, not of zeros
+
+
+def test_few_keys_take_matmul_attention_with_sdpa_s_outputs_and_gradients(family, monkeypatch):
+    """On CPU, attention over at most `PvtAttention.matmul_max_keys` keys runs as matmul -> softmax -> matmul (SDPA's
+    kernel is slower there); in float64 it computes SDPA's function to rounding, forward and backward."""
+    calls = []
+
+    def counted_sdpa(*args, **kwargs):
+        calls.append(args[1].shape[-2])
+        return sdpa(*args, **kwargs)
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted_sdpa)
+    torch.manual_seed(0)
+    model = PvtForImageClassification(tiny_config(family, drop_path_rate=0.0)).double().train()
+    pixels, labels = torch.randn(2, 3, 96, 128, dtype=torch.float64), torch.tensor([1, 2])
+    outputs = []
+
+    def forward(x):
+        outputs.append(model(x))
+        return outputs[-1]
+
+    matmul = _gradients(model, pixels, labels, forward)
+    assert calls == []  # 96x128: at most 12 keys in every stage (7x7 = 49 for linear SRA)
+    monkeypatch.setattr(PvtAttention, "matmul_max_keys", 0)
+    fused = _gradients(model, pixels, labels, forward)
+    assert len(calls) == sum(model.config.depths)
+    torch.testing.assert_close(outputs[0].logits, outputs[1].logits, rtol=1e-10, atol=1e-12)
+    for name, grad in matmul.items():
+        torch.testing.assert_close(grad, fused[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_recomputed_activation_keeps_gradients_and_saves_memory():

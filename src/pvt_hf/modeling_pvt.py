@@ -94,6 +94,13 @@ class PvtAttention(nn.Module):
     q and the fused kv are separate projections because the keys/values read a different (reduced) sequence.
     """
 
+    # On CPU, attention over at most this many keys runs as matmul -> softmax -> matmul instead of SDPA's fused
+    # (flash) kernel, whose tiling is made for long key sequences: over PVT's 49 keys (every stage at 224x224, linear
+    # SRA at any size) they took 0.10 s of a bf16 autocast training step of pvt-v2-b2 at 8x224 where SDPA took 0.28 s
+    # (`python -m benchmarks --profile`; README, Performance). Their scores matrix (queries x keys) is then at most
+    # this many columns wide, no wider than the tokens themselves.
+    matmul_max_keys = 64
+
     def __init__(self, config: PvtConfig, stage: int):
         super().__init__()
         hidden_size = config.hidden_sizes[stage]
@@ -138,9 +145,12 @@ class PvtAttention(nn.Module):
             .unbind(0)
         )
         dropout = self.attention_dropout if self.training else 0.0
-        if output_attentions or self.config._attn_implementation == "eager":
-            scores = (query * head_dim**-0.5) @ key.transpose(-1, -2)
-            probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+        few_keys = key.shape[-2] <= self.matmul_max_keys and key.device.type == "cpu"
+        if output_attentions or self.config._attn_implementation == "eager" or few_keys:
+            # the keys (few) carry the scale, so no scaled copy of the queries is made and stored for the backward
+            scores = query @ (key.transpose(-1, -2) * head_dim**-0.5)
+            # softmax in float32 at least (float64 stays float64), as SDPA accumulates
+            probs = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
             context = F.dropout(probs, p=dropout, training=self.training) @ value
         else:
             probs = None
