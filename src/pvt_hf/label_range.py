@@ -13,11 +13,13 @@ def check_label_range(example: dict, task: str, num_labels: int, sample: str, ig
     """Raise when the decoded `example`'s labels fall outside the range of the dataset's `num_labels` classes:
     classification labels and detection categories 0 .. num_labels - 1; segmentation label maps in ADE20K's
     convention, 0 ("other") and 1 .. num_labels (what `do_reduce_labels` maps to 0 .. num_labels - 1, or keeps with
-    "other" as class 0), plus `ignore_index`, the value the loss ignores. The whole map is checked (one `np.unique`),
+    "other" as class 0), plus `ignore_index`, the value the loss ignores. The whole map is checked (its max),
     not the crop a step sees, so a bad map stops the run whatever its augmentation."""
     if task == "segmentation":
-        values = np.unique(np.asarray(example["annotation"]))
-        outside = [int(value) for value in values if value > num_labels and value != ignore_index]
+        labels = np.asarray(example["annotation"])
+        # a max first (one pass, ~µs): the sort of np.unique (~2 ms for an ADE20K map) only for the values above range
+        above = labels[labels > num_labels] if labels.size and labels.max() > num_labels else labels[:0]
+        outside = [int(value) for value in np.unique(above) if value != ignore_index]
         ignored = f", {ignore_index} ignored" if ignore_index is not None else ""
         valid = f'0..{num_labels} of the label maps (0 = "other", 1..{num_labels} the dataset\'s classes{ignored})'
     else:

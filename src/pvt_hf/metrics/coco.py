@@ -102,8 +102,9 @@ class CocoDetectionMetric(Metric):
                     }
                 )
             if "segm" in self.iou_types:
-                for ann, rle in zip(dt, _predicted_rles(pred["masks"]), strict=True):
-                    ann["segmentation"], ann["mask_area"] = rle, _rle_area(rle)
+                rles = _predicted_rles(pred["masks"])
+                for ann, rle, area in zip(dt, rles, _rle_areas(rles), strict=True):
+                    ann["segmentation"], ann["mask_area"] = rle, area
             self._add_image(original, gt, dt)
         self._warn_repeats(repeats)
 
@@ -217,11 +218,12 @@ def _predicted_rles(masks) -> list[dict]:
     return mask_rles(masks)
 
 
-def _rle_area(rle: Mapping[str, Any]) -> float:
-    """An RLE's pixel count."""
+def _rle_areas(rles: list[dict]) -> list[float]:
+    """The pixel counts of an image's RLEs (text counts), in one pycocotools call."""
     from pycocotools import mask as mask_utils
 
-    return float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
+    encoded = [{"size": rle["size"], "counts": rle["counts"].encode("ascii")} for rle in rles]
+    return [float(area) for area in mask_utils.area(encoded)] if encoded else []
 
 
 def _plain_rle(rle: Mapping[str, Any]) -> dict:

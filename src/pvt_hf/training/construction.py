@@ -101,9 +101,7 @@ def build_scheduler(
     if name == "multistep":
         return multistep_schedule(optimizer, decay_epochs, num_warmup_steps, total_steps, steps_per_epoch, num_epochs)
     if name == "step":
-        drop = round(total_steps * 33 / 50)
-        if steps_per_epoch:
-            drop = min(33 * steps_per_epoch, drop)
+        (drop,) = _decay_steps([33], 50, total_steps, steps_per_epoch)
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: (step + 1) / num_warmup_steps if step < num_warmup_steps else 0.1 if step >= drop else 1.0,
@@ -118,15 +116,22 @@ def build_scheduler(
     )
 
 
+def _decay_steps(decay_epochs, num_epochs: int, total_steps: int, steps_per_epoch: int | None) -> list[int]:
+    """The steps at which a step schedule divides the rate by 10: the first step of each of `decay_epochs` (of
+    `num_epochs`), or the same fraction of a run's steps when the run is shorter than its epochs."""
+    drops = [round(total_steps * epoch / num_epochs) for epoch in decay_epochs]
+    if steps_per_epoch:
+        drops = [min(epoch * steps_per_epoch, drop) for epoch, drop in zip(decay_epochs, drops, strict=True)]
+    return drops
+
+
 def multistep_schedule(optimizer, decay_epochs, num_warmup_steps, total_steps, steps_per_epoch, num_epochs):
     """mmdetection's step policy with its linear warm-up (`schedule_1x`: steps [8, 11] of 12 epochs, 500 warm-up
     iterations from ratio 0.001): the rate x0.1 once each epoch of `decay_epochs` is reached (a run shorter than its
     epochs decays at the same fractions of its steps), times 1 - (1 - step / warm-up) x (1 - 0.001) while warming up."""
     if not decay_epochs or not num_epochs:
         raise ValueError("the multistep schedule needs the epochs it decays at (--lr_decay_epochs) and the epoch count")
-    drops = [round(total_steps * epoch / num_epochs) for epoch in decay_epochs]
-    if steps_per_epoch:
-        drops = [min(epoch * steps_per_epoch, drop) for epoch, drop in zip(decay_epochs, drops, strict=True)]
+    drops = _decay_steps(decay_epochs, num_epochs, total_steps, steps_per_epoch)
 
     def factor(step: int) -> float:
         decayed = 0.1 ** sum(step >= drop for drop in drops)
